@@ -1,0 +1,505 @@
+"""Every MLflow call of arflare: store location, run lifecycle, and read-back as plain records.
+
+MLflow is imported lazily inside functions because ``import mlflow`` costs about a second,
+which `arflare --help` and `arflare list` should not pay. All calls go through an explicit
+``MlflowClient`` and run ids, never the fluent active-run API, because runs nest and run in
+worker processes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+import time
+import traceback
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+TAG_EXPERIMENT = "arflare.experiment"
+TAG_SPEC_HASH = "arflare.spec_hash"
+TAG_GROUP = "arflare.group"
+TAG_ERROR = "arflare.error"
+TAG_PARENT = "mlflow.parentRunId"
+TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
+
+# MLflow's own limits (mlflow.utils.validation), copied so that flattening needs no mlflow import.
+MAX_PARAM_VALUE_LENGTH = 6000
+_PARAMS_PER_BATCH = 100
+_METRICS_PER_BATCH = 1000
+_ERROR_TAG_LENGTH = 500
+_PAGE_SIZE = 1000  # MLflow's default page of search_runs
+
+
+def resolve_tracking_uri(registry_dir: Path) -> str:
+    """Return the MLflow tracking URI for a registry checkout.
+
+    Args:
+        registry_dir: Directory holding ``experiments.yaml``; the store lives in its ``mlruns/``.
+
+    Returns:
+        ``$MLFLOW_TRACKING_URI`` when set, else ``sqlite:///<registry_dir>/mlruns/mlflow.db``
+        (MLflow 3 no longer accepts a plain file store). Nothing is created on disk.
+    """
+    env_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if env_uri:
+        return env_uri
+    return f"sqlite:///{(Path(registry_dir) / 'mlruns' / 'mlflow.db').resolve()}"
+
+
+def default_artifact_location(registry_dir: Path) -> str | None:
+    """Return the artifact root for new experiments, or None to let a configured server decide.
+
+    Args:
+        registry_dir: Directory holding ``experiments.yaml``.
+
+    Returns:
+        A ``file://`` URI of ``<registry_dir>/mlruns/artifacts``, or None when
+        ``MLFLOW_TRACKING_URI`` is set (the server then owns artifact placement).
+    """
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return None
+    return (Path(registry_dir) / "mlruns" / "artifacts").resolve().as_uri()
+
+
+def git_state(path: Path) -> tuple[str | None, bool | None]:
+    """Return ``(commit sha, dirty)`` of the git work tree containing ``path``.
+
+    Args:
+        path: Any file or directory inside the work tree.
+
+    Returns:
+        The HEAD commit (None before the first commit) and whether tracked or untracked,
+        non-ignored files differ from it; ``(None, None)`` outside a repo or without git.
+    """
+    cwd = Path(path) if Path(path).is_dir() else Path(path).parent
+    status = _git(cwd, "status", "--porcelain")
+    if status is None:
+        return None, None
+    sha = _git(cwd, "rev-parse", "--verify", "--quiet", "HEAD")
+    return (sha.strip() or None) if sha else None, bool(status.strip())
+
+
+def _git(cwd: Path, *args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def flatten_params(spec: Mapping, prefix: str = "") -> dict[str, str]:
+    """Flatten a nested mapping into MLflow params with dotted keys and string values.
+
+    Args:
+        spec: Nested mapping, e.g. ``spec.model_dump(mode="json")``.
+        prefix: Key prefix for the top level (``"model"`` gives ``"model.name"``).
+
+    Returns:
+        ``{"model.name": "resnet18", "optim.lr": "0.001", ...}``; lists become JSON text,
+        empty mappings ``"{}"``, and values are truncated to MLflow's 6000-character limit.
+    """
+    flat: dict[str, str] = {}
+    for key, value in spec.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten_params(value, prefix=name))
+        else:
+            flat[name] = _param_text(value)[:MAX_PARAM_VALUE_LENGTH]
+    return flat
+
+
+def _param_text(value: object) -> str:
+    if isinstance(value, (list, tuple, Mapping)):
+        return json.dumps(value, default=str)
+    return str(value)
+
+
+def count_runs(tracking_uri: str, *, experiment: str) -> dict[str, int]:
+    """Count runs per ``arflare.experiment`` tag, fast enough for `arflare list`.
+
+    A sqlite store is read directly (read-only, no mlflow import, nothing created when the
+    file is missing); other stores, or a sqlite schema this does not know, go through MLflow.
+
+    Args:
+        tracking_uri: Store URI, usually from :func:`resolve_tracking_uri`.
+        experiment: MLflow experiment name.
+
+    Returns:
+        ``{"cnn-baseline": 3, ...}`` over runs of any status that are not deleted.
+    """
+    path = _sqlite_path(tracking_uri)
+    if path is not None:
+        if not path.is_file():
+            return {}
+        try:
+            return _count_in_sqlite(path, experiment)
+        except sqlite3.Error:
+            log.debug("Reading %s directly failed; asking MLflow instead", path, exc_info=True)
+    return Tracker(tracking_uri=tracking_uri, experiment=experiment).count_runs()
+
+
+def _sqlite_path(tracking_uri: str) -> Path | None:
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return Path(tracking_uri.removeprefix("sqlite:///").split("?", 1)[0])
+
+
+def _count_in_sqlite(path: Path, experiment: str) -> dict[str, int]:
+    # The runs/tags/experiments tables of MLflow's schema; lifecycle_stage filters what the
+    # MLflow API would hide (deleted runs and experiments).
+    query = """
+        SELECT t.value, COUNT(*) FROM runs r
+        JOIN experiments e ON e.experiment_id = r.experiment_id
+        JOIN tags t ON t.run_uuid = r.run_uuid
+        WHERE e.name = ? AND e.lifecycle_stage = 'active' AND r.lifecycle_stage = 'active' AND t.key = ?
+        GROUP BY t.value
+    """
+    connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return dict(connection.execute(query, (experiment, TAG_EXPERIMENT)).fetchall())
+    finally:
+        connection.close()
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A tracked run read back from the store, free of MLflow types."""
+
+    run_id: str
+    run_name: str
+    status: str  # FINISHED / FAILED / KILLED / RUNNING
+    start_time: int | None  # ms since epoch
+    end_time: int | None
+    tags: Mapping[str, str]
+    params: Mapping[str, str]
+    metrics: Mapping[str, float]  # latest value of each metric
+    artifact_uri: str
+
+
+def _record(run: Run) -> RunRecord:
+    return RunRecord(
+        run_id=run.info.run_id,
+        run_name=run.info.run_name or "",
+        status=run.info.status,
+        start_time=run.info.start_time,
+        end_time=run.info.end_time,
+        tags=dict(run.data.tags),
+        params=dict(run.data.params),
+        metrics=dict(run.data.metrics),
+        artifact_uri=run.info.artifact_uri,
+    )
+
+
+def _quote(value: str) -> str:
+    """Quote a literal for an MLflow filter string (which has no escape syntax)."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise ValueError(f"Cannot search for {value!r}: it holds both quote characters; rename it")
+
+
+class Tracker:
+    """One MLflow experiment on one store; safe to create in several processes at once.
+
+    Construction touches nothing: the store (sqlite file, experiment) is created on first use,
+    so a CLI that builds a Tracker only after validation never leaves debris for bad input.
+
+    Args:
+        tracking_uri: Store URI, usually from :func:`resolve_tracking_uri`.
+        experiment: MLflow experiment name that holds every arflare run.
+        artifact_location: Artifact root used when the experiment is created, usually from
+            :func:`default_artifact_location`; None lets the store pick.
+    """
+
+    def __init__(self, *, tracking_uri: str, experiment: str, artifact_location: str | None = None) -> None:
+        self.tracking_uri = tracking_uri
+        self.experiment = experiment
+        self.artifact_location = artifact_location
+        self._client_cache: MlflowClient | None = None
+        self._experiment_id: str | None = None
+
+    @property
+    def _client(self) -> MlflowClient:
+        if self._client_cache is None:
+            from mlflow.tracking import MlflowClient
+
+            if (path := _sqlite_path(self.tracking_uri)) is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)  # sqlite creates the file, not its folder
+            self._client_cache = MlflowClient(tracking_uri=self.tracking_uri)
+        return self._client_cache
+
+    def _get_or_create_experiment(self) -> str:
+        if self._experiment_id is None:
+            from mlflow.exceptions import MlflowException
+
+            found = self._client.get_experiment_by_name(self.experiment)
+            if found is None:
+                try:
+                    self._client.create_experiment(self.experiment, artifact_location=self.artifact_location)
+                except MlflowException as exc:
+                    # Another worker created it between our get and create: use theirs.
+                    if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                        raise
+                found = self._client.get_experiment_by_name(self.experiment)
+            self._experiment_id = found.experiment_id
+        return self._experiment_id
+
+    def _existing_experiment_id(self) -> str | None:
+        """Experiment id for read-only queries, which must not create the experiment."""
+        if self._experiment_id is None:
+            found = self._client.get_experiment_by_name(self.experiment)
+            self._experiment_id = found.experiment_id if found else None
+        return self._experiment_id
+
+    def _search_runs(
+        self, filter_string: str, *, order_by: list[str], max_results: int | None = None
+    ) -> list[RunRecord]:
+        experiment_id = self._existing_experiment_id()
+        if experiment_id is None:
+            return []
+        records: list[RunRecord] = []
+        token = None
+        while True:
+            page = self._client.search_runs(
+                [experiment_id], filter_string, max_results=min(max_results or _PAGE_SIZE, _PAGE_SIZE),
+                order_by=order_by, page_token=token,
+            )
+            records.extend(_record(run) for run in page)
+            token = page.token
+            if not token or (max_results is not None and len(records) >= max_results):
+                return records[:max_results]
+
+    def find_finished(self, *, spec_hash: str) -> RunRecord | None:
+        """Return the newest FINISHED run tagged ``arflare.spec_hash == spec_hash``, if any.
+
+        Failed, killed and still-running runs never count, so they are rerun.
+        """
+        query = f"tags.`{TAG_SPEC_HASH}` = {_quote(spec_hash)} and attributes.status = 'FINISHED'"
+        found = self._search_runs(query, order_by=["attributes.start_time DESC"], max_results=1)
+        return found[0] if found else None
+
+    def search(self, *, experiments: Sequence[str] | None = None, filter_string: str = "") -> list[RunRecord]:
+        """Return runs of every status, oldest first.
+
+        Args:
+            experiments: Keep runs whose ``arflare.experiment`` tag is one of these; None keeps all.
+            filter_string: Extra MLflow filter, e.g. ``"metrics.`test/tss` > 0.5"``.
+        """
+        order = ["attributes.start_time ASC"]
+        if experiments is None:
+            return self._search_runs(filter_string, order_by=order)
+        records: list[RunRecord] = []
+        for name in dict.fromkeys(experiments):  # MLflow has no IN for tags: one query per name
+            query = f"tags.`{TAG_EXPERIMENT}` = {_quote(name)}"
+            if filter_string:
+                query = f"{query} and {filter_string}"
+            records += self._search_runs(query, order_by=order)
+        return sorted(records, key=lambda r: r.start_time or 0)
+
+    def count_runs(self) -> dict[str, int]:
+        """Return the number of runs (any status) per ``arflare.experiment`` tag.
+
+        The module-level :func:`count_runs` gives the same answer without importing mlflow.
+        """
+        query = f"tags.`{TAG_EXPERIMENT}` IS NOT NULL"
+        runs = self._search_runs(query, order_by=["attributes.start_time ASC"])
+        return dict(Counter(run.tags[TAG_EXPERIMENT] for run in runs))
+
+    @contextmanager
+    def start_run(
+        self,
+        *,
+        run_name: str,
+        tags: Mapping[str, str],
+        params: Mapping[str, object] | None = None,
+        parent_run_id: str | None = None,
+        log_file: Path | None = None,
+    ) -> Iterator[RunHandle]:
+        """Create a run, yield a handle to it, and always record how it ended.
+
+        Normal exit ends the run FINISHED; KeyboardInterrupt (or SystemExit) ends it KILLED;
+        any other exception logs ``traceback.txt``, tags ``arflare.error`` and ends it FAILED.
+        Exceptions are re-raised. ``log_file``, when it exists, is uploaded as ``log.txt``
+        first; a failed upload is logged but never prevents the status from being written.
+
+        Args:
+            run_name: Display name of the run.
+            tags: Tags such as ``arflare.experiment`` and ``arflare.spec_hash``.
+            params: Params to log; nested mappings are flattened to dotted keys.
+            parent_run_id: Makes this a child run of that run in the MLflow UI.
+            log_file: A log written during the run, uploaded when it ends.
+        """
+        all_tags = {key: str(value) for key, value in tags.items()}
+        if parent_run_id:
+            all_tags[TAG_PARENT] = parent_run_id
+        run = self._client.create_run(self._get_or_create_experiment(), tags=all_tags, run_name=run_name)
+        handle = RunHandle(self, run.info.run_id)
+        try:
+            if params:
+                handle.log_params(params)
+            yield handle
+        except (KeyboardInterrupt, SystemExit):
+            self._finish(handle.run_id, "KILLED", log_file=log_file)
+            raise
+        except Exception as exc:
+            self._finish(handle.run_id, "FAILED", log_file=log_file, error=exc)
+            raise
+        else:
+            self._finish(handle.run_id, "FINISHED", log_file=log_file)
+
+    def _finish(
+        self, run_id: str, status: str, *, log_file: Path | None, error: BaseException | None = None
+    ) -> None:
+        # Each step is guarded on its own: the status below is the one thing that must land.
+        if log_file is not None and Path(log_file).is_file():
+            self._try(f"upload {log_file}", self._upload_as, run_id, Path(log_file), "log.txt")
+        if error is not None:
+            text = "".join(traceback.format_exception(error))
+            self._try("upload traceback.txt", self._client.log_text, run_id, text, "traceback.txt")
+            self._try(f"tag {TAG_ERROR}", self.set_tags, run_id, {TAG_ERROR: _error_summary(error)})
+        self.set_terminated(run_id, status)
+
+    @staticmethod
+    def _try(what: str, func: Any, *args: Any) -> None:
+        try:
+            func(*args)
+        except Exception:
+            log.warning("Could not %s for the run; its status is still recorded", what, exc_info=True)
+
+    def _upload_as(self, run_id: str, local_path: Path, name: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = Path(tmp) / name
+            shutil.copyfile(local_path, copy)
+            self._client.log_artifact(run_id, str(copy))
+
+    def set_terminated(self, run_id: str, status: str) -> None:
+        """End a run with ``status`` (FINISHED, FAILED or KILLED); used for parent runs."""
+        if status not in TERMINAL_STATUSES:
+            raise ValueError(f"Unknown run status {status!r}; use one of: {', '.join(TERMINAL_STATUSES)}")
+        self._client.set_terminated(run_id, status)
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], *, step: int | None = None) -> None:
+        """Log metrics at ``step`` (default 0) in as few batches as MLflow allows.
+
+        Non-finite values are logged as they are (MLflow stores nan; ±inf become ±max float).
+        """
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        entries = [Metric(key, _as_float(key, value), now, step or 0) for key, value in metrics.items()]
+        for start in range(0, len(entries), _METRICS_PER_BATCH):
+            self._client.log_batch(run_id, metrics=entries[start : start + _METRICS_PER_BATCH])
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        """Set (or overwrite) tags on a run; values are converted to strings."""
+        from mlflow.entities import RunTag
+
+        entries = [RunTag(key, str(value)) for key, value in tags.items()]
+        for start in range(0, len(entries), _PARAMS_PER_BATCH):
+            self._client.log_batch(run_id, tags=entries[start : start + _PARAMS_PER_BATCH])
+
+    def log_params(self, run_id: str, params: Mapping[str, object]) -> None:
+        """Log params (nested mappings flattened to dotted keys), 100 per MLflow call.
+
+        MLflow params are write-once: logging a key again with another value raises.
+        """
+        from mlflow.entities import Param
+
+        entries = [Param(key, value) for key, value in flatten_params(params).items()]
+        for start in range(0, len(entries), _PARAMS_PER_BATCH):
+            self._client.log_batch(run_id, params=entries[start : start + _PARAMS_PER_BATCH])
+
+    @property
+    def ui_command(self) -> list[str]:
+        """Command that serves the MLflow UI for this store on localhost."""
+        command = ["mlflow", "ui", "--backend-store-uri", self.tracking_uri]
+        if self.artifact_location:
+            command += ["--default-artifact-root", self.artifact_location]
+        return command + ["--host", "127.0.0.1", "--port", "5000"]
+
+
+def _as_float(key: str, value: object) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"Metric {key!r} must be a number, got {value!r}; log text with log_text instead"
+        ) from None
+
+
+def _error_summary(error: BaseException) -> str:
+    """``"ExcType: first line of message"``, short enough for a tag and a table cell."""
+    message = str(error).strip().splitlines()
+    summary = f"{type(error).__name__}: {message[0]}" if message else type(error).__name__
+    return summary[:_ERROR_TAG_LENGTH]
+
+
+class RunHandle:
+    """What training code sees of its run (its "reporter"); no MLflow types leak out.
+
+    Args:
+        tracker: The tracker that created the run.
+        run_id: The MLflow run id.
+    """
+
+    def __init__(self, tracker: Tracker, run_id: str) -> None:
+        self._tracker = tracker
+        self.run_id = run_id
+
+    def __repr__(self) -> str:
+        return f"RunHandle(run_id={self.run_id!r})"
+
+    def log_metrics(self, metrics: Mapping[str, float], *, step: int | None = None) -> None:
+        """Log metrics at ``step`` in one call; nan/inf are logged, never raised on."""
+        self._tracker.log_metrics(self.run_id, metrics, step=step)
+
+    def log_params(self, params: Mapping[str, object]) -> None:
+        """Log params; nested mappings become dotted keys."""
+        self._tracker.log_params(self.run_id, params)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Set tags on the run."""
+        self._tracker.set_tags(self.run_id, tags)
+
+    def log_artifact(self, local_path: Path, artifact_path: str | None = None) -> None:
+        """Upload a file, or a directory with its contents, as run artifacts.
+
+        Args:
+            local_path: File or directory to upload.
+            artifact_path: Artifact sub-directory to put it in. A directory lands under its
+                own name unless this is given (then its contents go there).
+        """
+        local_path = Path(local_path)
+        client = self._tracker._client
+        if local_path.is_dir():
+            client.log_artifacts(self.run_id, str(local_path), artifact_path or local_path.name)
+        elif local_path.is_file():
+            client.log_artifact(self.run_id, str(local_path), artifact_path)
+        else:
+            raise FileNotFoundError(f"Cannot log artifact {str(local_path)!r}: no such file or directory")
+
+    def log_dict(self, obj: object, artifact_file: str) -> None:
+        """Save ``obj`` as a JSON or YAML artifact, chosen by the suffix of ``artifact_file``."""
+        if Path(artifact_file).suffix not in (".json", ".yaml", ".yml"):
+            raise ValueError(f"Cannot tell the format of {artifact_file!r}; end it in .json, .yaml or .yml")
+        self._tracker._client.log_dict(self.run_id, obj, artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        """Save ``text`` as the artifact ``artifact_file`` (e.g. ``"reports/summary.md"``)."""
+        self._tracker._client.log_text(self.run_id, text, artifact_file)
