@@ -1,0 +1,227 @@
+"""build_index: what it reads from the shards, what it rejects, and its cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tarfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import arflare.data.index as index_module
+from arflare.data.index import DataError, build_index
+from arflare.data.shards import ShardWriter
+
+from .conftest import frame_pixels, png_bytes
+
+
+def _index(tiny, **kwargs):
+    return build_index(tiny.root, flow_root=tiny.flow_root, progress=False, **kwargs)
+
+
+@pytest.fixture
+def data_copy(tiny_shards, tmp_path):
+    """A private copy of the tiny shards that a test may damage."""
+    shutil.copytree(tiny_shards.root, tmp_path / "magnetograms")
+    shutil.copytree(tiny_shards.flow_root, tmp_path / "flow")
+    return tiny_shards.__class__(tmp_path / "magnetograms", tmp_path / "flow", tiny_shards.samples)
+
+
+def test_index_reads_keys_ars_times_and_labels(tiny_shards):
+    table = _index(tiny_shards).table
+    expected = tiny_shards.samples.sort_values(["split", "key"]).reset_index(drop=True)
+    got = table.sort_values(["split", "key"]).reset_index(drop=True)
+    assert got["key"].tolist() == expected["key"].tolist()  # dotted keys kept whole
+    assert got["key"].str.contains(r"\.magnetogram_224$").all()
+    assert got["ar"].tolist() == expected["ar"].tolist()
+    assert (got["timestamp"] == pd.to_datetime(expected["timestamp"])).all()
+    assert got["label"].tolist() == expected["label"].tolist()
+    assert got["reg_label"].tolist() == expected["reg_label"].tolist()
+    assert got["shard"].tolist() == expected["shard"].tolist()
+    assert json.loads(got["meta"][0]) == {"ar": got["ar"][0], "instrument": "HMI", "lat_deg": 12.5}
+
+
+def test_index_is_sorted_by_split_ar_time(tiny_shards):
+    table = _index(tiny_shards).table
+    assert list(dict.fromkeys(table["split"])) == ["train", "val", "test"]
+    for _, part in table.groupby(["split", "ar"]):
+        assert part["timestamp"].is_monotonic_increasing
+        assert part.index.to_series().diff().fillna(1).eq(1).all()  # each AR contiguous
+
+
+def test_index_matches_flow_by_key_across_shard_names(tiny_shards):
+    table = _index(tiny_shards).table.merge(tiny_shards.samples[["key", "has_flow"]], on="key")
+    assert (table["has_flow_x"] == table["has_flow_y"]).all()
+    assert table.loc[table["split"] == "train", "flow_shard"].eq("train/flow-000000.tar").all()
+    assert (table.loc[~table["has_flow_x"], "flow_size"] == -1).all()
+
+
+def test_index_without_flow_root_has_no_flow(tiny_shards):
+    index = build_index(tiny_shards.root, progress=False)
+    assert not index.table["has_flow"].any()
+    assert index.flow_root is None
+
+
+def test_summary_counts_per_split(tiny_shards):
+    summary = _index(tiny_shards).summary().set_index("split")
+    samples = tiny_shards.samples
+    for split in ("train", "val", "test"):
+        part = samples[samples["split"] == split]
+        assert summary.loc[split, "samples"] == len(part)
+        assert summary.loc[split, "positives"] == part["label"].sum()
+        assert summary.loc[split, "ars"] == part["ar"].nunique()
+        assert summary.loc[split, "first"] == part["timestamp"].min()
+    assert summary["skipped"].sum() == 0
+
+
+def test_fingerprint_same_for_copied_data_and_changes_with_labels(tiny_shards, data_copy):
+    assert _index(tiny_shards).fingerprint == _index(data_copy).fingerprint
+    _rewrite_sample(data_copy.root / "test/shard-000000.tar", lambda key, m: {**m, "label": 1 - m["label"]})
+    assert _index(data_copy).fingerprint != _index(tiny_shards).fingerprint
+
+
+def test_cache_is_reused_when_shards_are_unchanged(data_copy, tmp_path, monkeypatch):
+    first = _index(data_copy, cache_dir=tmp_path / "c")
+    assert list((tmp_path / "c").glob("*.parquet"))
+    monkeypatch.setattr(index_module, "iter_members", _forbidden)
+    again = _index(data_copy, cache_dir=tmp_path / "c")
+    pd.testing.assert_frame_equal(again.table, first.table)
+    assert again.fingerprint == first.fingerprint
+
+
+def test_cache_is_rebuilt_when_a_shard_changes(data_copy, tmp_path):
+    _index(data_copy, cache_dir=tmp_path / "c")
+    shard = data_copy.root / "val/shard-000000.tar"
+    _rewrite_sample(shard, lambda key, m: {**m, "reg_label": "X9.9"})
+    rebuilt = _index(data_copy, cache_dir=tmp_path / "c")
+    assert (rebuilt.table.loc[rebuilt.table["split"] == "val", "reg_label"] == "X9.9").all()
+
+
+def test_cache_is_rebuilt_when_a_shard_is_added(data_copy, tmp_path):
+    before = len(_index(data_copy, cache_dir=tmp_path / "c").table)
+    with ShardWriter(data_copy.root / "test/shard-000001.tar") as sink:
+        sink.write("1200_hmi.M_720s.20120307_010000_TAI.1.magnetogram_224", _members(label=0))
+    assert len(_index(data_copy, cache_dir=tmp_path / "c").table) == before + 1
+
+
+def test_cache_goes_to_arflare_cache_not_the_data_root(data_copy):
+    _index(data_copy)
+    assert list(data_copy.root.rglob("*.parquet")) + list(data_copy.flow_root.rglob("*.parquet")) == []
+    assert len(list(Path(os.environ["ARFLARE_CACHE"]).glob("index-*.parquet"))) == 1
+
+
+@pytest.mark.parametrize("folder_state", ["missing", "empty"])
+def test_missing_or_empty_split_folder_is_an_error(data_copy, folder_state):
+    shutil.rmtree(data_copy.root / "val")
+    if folder_state == "empty":
+        (data_copy.root / "val").mkdir()
+    with pytest.raises(DataError, match=r"val"):
+        _index(data_copy)
+
+
+KEY = "1200_hmi.M_720s.20120307_020000_TAI.1.magnetogram_224"
+
+
+def _members(*, label=0, **override) -> dict[str, bytes]:
+    members = {"png": png_bytes(frame_pixels(1)), "json": json.dumps({"label": label}).encode()}
+    return {**members, **override}
+
+
+BAD_SAMPLES = {
+    "no_json": ({"png": png_bytes(frame_pixels(1))}, f"{KEY}.png", "no .json"),
+    "no_label": (_members(json=b'{"reg_label": "0"}'), f"{KEY}.json", "label"),
+    "bad_json": (_members(json=b'{"label": 1'), f"{KEY}.json", "invalid json"),
+    "empty_png": (_members(png=b""), f"{KEY}.png", "empty .png"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SAMPLES))
+def test_bad_sample_is_skipped_and_recorded_or_raises_when_strict(data_copy, case):
+    members, member_name, reason = BAD_SAMPLES[case]
+    with ShardWriter(data_copy.root / "test/shard-000001.tar") as sink:
+        sink.write(KEY, members)
+    with pytest.warns(UserWarning, match="Skipped 1"):
+        index = _index(data_copy)
+    assert KEY not in set(index.table["key"])
+    assert [(s.split, s.shard, s.member) for s in index.skipped] == [("test", "test/shard-000001.tar", member_name)]
+    assert reason in index.skipped[0].reason
+    assert index.summary().set_index("split").loc["test", "skipped"] == 1
+    with pytest.raises(DataError, match=rf"test/shard-000001\.tar.*{member_name.replace('.', '[.]')}"):
+        _index(data_copy, strict=True, cache_dir=data_copy.root.parent / "other-cache")
+
+
+def test_strict_raises_even_when_the_index_comes_from_cache(data_copy):
+    (data_copy.root / "test/shard-000001.tar").write_bytes(b"not a tar at all" * 64)
+    with pytest.warns(UserWarning):
+        _index(data_copy)
+    with pytest.raises(DataError, match="shard-000001"):
+        _index(data_copy, strict=True)
+
+
+def test_file_that_is_not_a_tar_is_skipped_whole(data_copy):
+    (data_copy.root / "test/shard-000001.tar").write_bytes(b"not a tar at all" * 64)
+    with pytest.warns(UserWarning):
+        index = _index(data_copy)
+    assert [(s.shard, s.member) for s in index.skipped] == [("test/shard-000001.tar", "*")]
+    assert "not a readable tar" in index.skipped[0].reason
+
+
+def test_truncated_tar_keeps_the_complete_samples(data_copy):
+    shard = data_copy.root / "train/shard-000001.tar"
+    with tarfile.open(shard) as tar:
+        members = tar.getmembers()
+    cut = members[3].offset_data + 5  # inside the second sample's json
+    shard.write_bytes(shard.read_bytes()[:cut])
+    with pytest.warns(UserWarning):
+        index = _index(data_copy)
+    kept = index.table[index.table["shard"] == "train/shard-000001.tar"]
+    assert kept["key"].tolist() == [members[0].name.removesuffix(".png")]
+    reasons = " ".join(s.reason for s in index.skipped)
+    assert "truncated" in reasons and members[3].name in reasons
+    assert {s.member for s in index.skipped} >= {members[2].name}  # the half-written sample
+
+
+def test_sample_written_twice_is_kept_once(data_copy):
+    key = data_copy.samples.query("split == 'test'")["key"].iloc[0]
+    with ShardWriter(data_copy.root / "test/shard-000001.tar") as sink:
+        sink.write(key, _members(label=1))
+    with pytest.warns(UserWarning):
+        index = _index(data_copy)
+    assert (index.table["key"] == key).sum() == 1
+    assert index.skipped[0].member == f"{key}.png" and "test/shard-000000.tar" in index.skipped[0].reason
+
+
+def test_split_with_only_bad_samples_is_an_error(data_copy):
+    (data_copy.root / "val/shard-000000.tar").write_bytes(b"garbage" * 100)
+    with pytest.raises(DataError, match=r"'val'.*no usable sample"):
+        _index(data_copy)
+
+
+def test_active_region_in_two_splits_is_an_error(data_copy):
+    with ShardWriter(data_copy.root / "test/shard-000001.tar") as sink:
+        sink.write("1069_hmi.M_720s.20100506_000000_TAI.1.magnetogram_224", _members())
+    with pytest.raises(DataError, match=r"AR '1069'.*train.*test"):
+        _index(data_copy)
+
+
+def _forbidden(*args, **kwargs):
+    raise AssertionError("the cache should have been used; a tar was opened")
+
+
+def _rewrite_sample(shard, edit) -> None:
+    """Rewrite every json member of ``shard`` through ``edit(key, meta) -> meta``."""
+    with tarfile.open(shard) as tar:
+        contents = [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]
+    samples: dict[str, dict[str, bytes]] = {}
+    for name, data in contents:
+        key, ext = name.rsplit(".", 1)
+        if ext == "json":
+            data = json.dumps(edit(key, json.loads(data))).encode()
+        samples.setdefault(key, {})[ext] = data
+    shard.unlink()
+    with ShardWriter(shard) as sink:
+        for key, members in samples.items():
+            sink.write(key, members)
