@@ -394,6 +394,10 @@ class Tracker:
             raise ValueError(f"Unknown run status {status!r}; use one of: {', '.join(TERMINAL_STATUSES)}")
         self._client.set_terminated(run_id, status)
 
+    def set_running(self, run_id: str) -> None:
+        """Mark a run RUNNING again (a resumed sweep's parent) and clear its end time."""
+        self._client.update_run(run_id, status="RUNNING")
+
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], *, step: int | None = None) -> None:
         """Log metrics at ``step`` (default 0) in as few batches as MLflow allows.
 
