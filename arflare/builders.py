@@ -1,0 +1,73 @@
+"""Translate a ``RunSpec`` into config-free components (the detectron2 split).
+
+Datasets, models, losses and samplers take plain keyword arguments and never see a spec;
+this module is the one place that knows both sides.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from arflare.data.augment import AugmentParams
+from arflare.data.datasets import FlareDataset
+from arflare.data.index import DataIndex
+from arflare.data.sampling import BalancedSampler
+from arflare.losses import build_loss, build_mixup, num_outputs_for
+from arflare.models import build_model
+from arflare.spec import RunSpec
+
+
+def build_datasets(spec: RunSpec, index: DataIndex) -> dict[str, FlareDataset]:
+    """Train/val/test datasets; only train is augmented."""
+    data = spec.data
+    augment = AugmentParams(**data.augment.model_dump()) if data.augment.enabled else None
+    common = {"mode": data.input_mode, "image_size": data.image_size, "offsets_min": data.offsets_min,
+              "require_complete_history": data.require_complete_history, "min_flare_class": data.min_flare_class,
+              "skip_corrupt": not data.strict}
+    return {split: FlareDataset(index, split, augment=augment if split == "train" else None, seed=spec.train.seed, **common)
+            for split in ("train", "val", "test")}
+
+
+def build_sampler(spec: RunSpec, dataset: FlareDataset) -> BalancedSampler:
+    """The training sampler: balancing as the spec says, seeded, reshuffled per epoch."""
+    keys = list(dataset.frame_table["key"])
+    return BalancedSampler(dataset.labels, mode=spec.data.balance, keep_negative_prob=spec.data.keep_negative_prob,
+                           seed=spec.train.seed, keys=keys)
+
+
+def build_model_from_spec(spec: RunSpec) -> torch.nn.Module:
+    """The network for ``spec`` (variant and input channels follow the input mode)."""
+    model = spec.model
+    return build_model(backbone=model.backbone, variant=spec.variant, in_chans=spec.in_chans,
+                       num_outputs=num_outputs_for(spec.train.loss), drop_rate=model.drop_rate,
+                       drop_path_rate=model.drop_path_rate, pretrained=model.pretrained,
+                       pretrained_path=model.pretrained_path, temporal_pool=model.temporal_pool)
+
+
+def build_loss_from_spec(spec: RunSpec) -> torch.nn.Module:
+    """The training loss; with Mixup the label smoothing is applied by Mixup, not twice."""
+    train = spec.train
+    smoothing = 0.0 if train.mixup.enabled else train.label_smoothing
+    return build_loss(train.loss, class_weights=train.class_weights, focal_alpha=train.focal_alpha,
+                      focal_gamma=train.focal_gamma, label_smoothing=smoothing)
+
+
+def build_mixup_from_spec(spec: RunSpec):
+    """timm Mixup/CutMix producing soft targets, or None when off."""
+    mix = spec.train.mixup
+    return build_mixup(mixup_alpha=mix.mixup_alpha, cutmix_alpha=mix.cutmix_alpha, prob=mix.prob,
+                       switch_prob=mix.switch_prob, label_smoothing=spec.train.label_smoothing)
+
+
+def build_optimizer(spec: RunSpec, model: torch.nn.Module, *, steps_per_epoch: int):
+    """AdamW (no decay on norms and biases) with per-step linear warmup then cosine, both from timm."""
+    from timm.optim import create_optimizer_v2
+    from timm.scheduler import CosineLRScheduler
+
+    train = spec.train
+    optimizer = create_optimizer_v2(model, opt="adamw", lr=train.lr, weight_decay=train.weight_decay)
+    total = max(train.epochs * steps_per_epoch, 1)
+    warmup = min(int(train.warmup_epochs * steps_per_epoch), total - 1)
+    scheduler = CosineLRScheduler(optimizer, t_initial=total, lr_min=train.min_lr, warmup_t=warmup,
+                                  warmup_lr_init=train.lr * 0.01, warmup_prefix=True, t_in_epochs=False)
+    return optimizer, scheduler

@@ -1,0 +1,191 @@
+"""``arflare``: run, inspect and compare the experiments declared in experiments.yaml.
+
+Parsing happens here and only here: the registry file, profiles and ``--set`` overrides
+become frozen ``RunSpec`` objects before anything else runs. Heavy modules (torch, mlflow,
+optuna) are imported inside the commands that need them, so ``--help``, ``list``, ``show``
+and ``validate`` answer in well under a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from registry.errors import RegistryError
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+DEFAULT_FILE = "experiments.yaml"
+
+_DESCRIPTION = """\
+arflare: an experiment registry for solar-flare classifiers.
+
+Every experiment is declared once in experiments.yaml, validated, launched by name and
+tracked in MLflow (sqlite:///mlruns/mlflow.db beside experiments.yaml, or $MLFLOW_TRACKING_URI).
+
+typical session:
+  arflare list                              what is declared, how many runs each has
+  arflare show exp2_basic_aug               the resolved spec, every default filled in
+  arflare run exp2_basic_aug --profile smoke
+  arflare compare --metric tss              rank runs by test TSS, mean +- std per group
+  arflare ui                                browse runs, plots and predictions in MLflow
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``arflare`` script; returns the process exit code."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    try:
+        return args.handler(args)
+    except RegistryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # bad input found below the CLI: say what and exit non-zero, no bare traceback
+        from arflare.errors import user_error_message
+
+        message = user_error_message(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="arflare", description=_DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--file", "-f", default=DEFAULT_FILE, metavar="FILE",
+                        help=f"registry file to use (default: ./{DEFAULT_FILE})")
+    resolve = argparse.ArgumentParser(add_help=False)
+    resolve.add_argument("--profile", "-p", metavar="P", help="apply a named profile on top (e.g. smoke, demo)")
+    resolve.add_argument("--set", "-s", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                         help="override one spec value, typed by the schema; repeatable (--set train.lr=3e-4)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, handler, help_text: str, example: str, parents=(common,)):
+        cmd = sub.add_parser(name, parents=list(parents), help=help_text, description=f"{help_text}\n\nexample:\n  {example}",
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+        cmd.set_defaults(handler=handler)
+        return cmd
+
+    add("list", _cmd_list, "list experiments: name, extends, description, runs so far", "arflare list")
+    cmd = add("show", _cmd_show, "print an experiment's resolved spec as YAML", "arflare show exp2_basic_aug --profile smoke", (common, resolve))
+    cmd.add_argument("name", metavar="NAME")
+    cmd = add("validate", _cmd_validate, "check a registry file and report every problem at once", "arflare validate experiments.yaml")
+    cmd.add_argument("path", nargs="?", metavar="FILE", help="file to validate (default: --file)")
+    cmd = add("run", _cmd_run, "train and track one or more experiments (seeds x grid expand into runs)",
+              "arflare run exp2_basic_aug --profile smoke --set train.lr=3e-4", (common, resolve))
+    cmd.add_argument("names", nargs="+", metavar="NAME")
+    cmd.add_argument("--force", action="store_true", help="run even when an identical spec+data already has a FINISHED run")
+    cmd.add_argument("--dry-run", action="store_true", help="validate and list the runs that would start; train nothing")
+    cmd = add("compare", _cmd_compare, "rank tracked runs by a skill score", "arflare compare --metric tss --split test --top 10")
+    cmd.add_argument("--metric", default="tss", help="tss|hss|auc|pr_auc|f1|bss|brier|tpr@fpr=1e-3|tpr@fpr=1e-4|tpr@fpr=1e-2|fpr@tpr=0.9 (default tss)")
+    cmd.add_argument("--split", choices=("test", "val"), default="test", help="which split's metric (default test)")
+    cmd.add_argument("--experiment", "-e", nargs="+", metavar="NAME", help="only these experiments")
+    cmd.add_argument("--top", type=int, metavar="N", help="only the best N runs")
+    cmd.add_argument("--format", choices=("table", "csv", "json", "markdown"), default="table")
+    cmd = add("ui", _cmd_ui, "open the MLflow UI on 127.0.0.1 for this store", "arflare ui --port 5000")
+    cmd.add_argument("--port", type=int, default=5000)
+    cmd = add("synth", _cmd_synth, "write the synthetic AR-flares data set (same format as the real shards)",
+              "arflare synth --out data/synthetic --ars 60 --size 64 --seed 0", parents=())
+    cmd.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    cmd = add("index", _cmd_index, "index shards (cached outside the data root) and print per-split statistics",
+              "arflare index data/synthetic/magnetograms --flow-root data/synthetic/flow", parents=())
+    cmd.add_argument("root", type=Path)
+    cmd.add_argument("--flow-root", type=Path)
+    cmd.add_argument("--format", choices=("table", "json"), default="table")
+    cmd.add_argument("--strict", action="store_true", help="fail on the first corrupt sample")
+    cmd = add("sweep", _cmd_sweep, "Optuna search over an experiment's search: block, trials tracked as child runs",
+              "arflare sweep sweep_reg_mixup --trials 20 --workers 2", (common, resolve))
+    cmd.add_argument("name", metavar="NAME")
+    cmd.add_argument("--trials", type=int, metavar="N", help="total trials (default: search.n_trials); re-running resumes")
+    cmd.add_argument("--workers", type=int, default=1, metavar="K", help="local worker processes on one study")
+    cmd.add_argument("--storage", metavar="URL", help="Optuna storage (default: a journal file beside the tracking store)")
+    cmd.add_argument("--best", action="store_true", help="print the best trial and the command that reproduces it")
+    return parser
+
+
+def _load(args):
+    from arflare.spec import RunSpec
+    from registry.loader import load_registry
+    from registry.search_spec import SearchSpec
+
+    path = getattr(args, "path", None) or args.file
+    return load_registry(path, RunSpec, seed_key="train.seed", search_schema=SearchSpec)
+
+
+def _cmd_list(args) -> int:
+    from arflare.commands import list_experiments
+
+    print(list_experiments(_load(args)))
+    return EXIT_OK
+
+
+def _cmd_show(args) -> int:
+    from arflare.commands import show_experiment
+
+    print(show_experiment(_load(args), args.name, profile=args.profile, sets=args.sets), end="")
+    return EXIT_OK
+
+
+def _cmd_validate(args) -> int:
+    registry = _load(args)
+    runs = sum(len(registry.expand(name)) for name in registry.experiments)
+    print(f"{registry.path}: OK ({len(registry.experiments)} experiments, {runs} runs, profiles: {', '.join(registry.profiles) or 'none'})")
+    return EXIT_OK
+
+
+def _cmd_run(args) -> int:
+    from arflare.commands import run_experiments
+
+    return run_experiments(_load(args), args.names, profile=args.profile, sets=args.sets, force=args.force, dry_run=args.dry_run)
+
+
+def _cmd_compare(args) -> int:
+    from arflare.commands import compare
+
+    print(compare(_load(args), metric=args.metric, split=args.split, experiments=args.experiment, top=args.top, fmt=args.format))
+    return EXIT_OK
+
+
+def _cmd_ui(args) -> int:
+    import subprocess
+
+    from arflare.commands import open_tracker
+
+    tracker = open_tracker(_load(args))
+    command = [*tracker.ui_command, "--port", str(args.port)]
+    print(f"MLflow UI on http://127.0.0.1:{args.port} (Ctrl-C to stop)", file=sys.stderr)
+    return subprocess.call(command)
+
+
+def _cmd_synth(args) -> int:
+    from arflare.data.synth import main as synth_main
+
+    return synth_main(args.rest)
+
+
+def _cmd_index(args) -> int:
+    from arflare.commands import index_report
+
+    print(index_report(args.root, flow_root=args.flow_root, fmt=args.format, strict=args.strict))
+    return EXIT_OK
+
+
+def _cmd_sweep(args) -> int:
+    from arflare.sweeping import sweep
+
+    return sweep(_load(args), args.name, profile=args.profile, sets=args.sets, trials=args.trials,
+                 workers=args.workers, storage=args.storage, best=args.best)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""The run spec: every knob of an arflare run, typed, described and defaulted here only.
+
+A spec is parsed once at the edge (``experiments.yaml`` + profile + ``--set``) and then
+passed inward as a frozen object; nothing below the CLI reads raw dicts. Each field's
+``description`` says what it means and when to change it; ``arflare show NAME`` prints the
+resolved values. This module imports pydantic only (no torch), so ``validate``/``show`` stay fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+InputMode = Literal["frame", "flow", "sequence", "multiscale", "diff"]
+Variant = Literal["auto", "single", "two_stream", "temporal", "diff_attention"]
+
+# Which model variant each input mode feeds by default, and which variants can read it.
+_AUTO_VARIANT: dict[str, str] = {
+    "frame": "single",
+    "flow": "two_stream",
+    "sequence": "temporal",
+    "multiscale": "single",
+    "diff": "diff_attention",
+}
+_COMPATIBLE: dict[str, tuple[str, ...]] = {
+    "frame": ("single",),
+    "flow": ("two_stream",),
+    "sequence": ("temporal",),
+    "multiscale": ("single",),
+    "diff": ("diff_attention", "single"),
+}
+# Spec fields that change how fast a run goes but not what it computes: left out of the hash.
+_NOT_HASHED = {("data", "num_workers"), ("data", "cache_dir"), ("train", "device")}
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AugmentSpec(_Spec):
+    """Training-time augmentations, drawn once per sample and applied to every frame and the flow."""
+
+    hflip: bool = Field(False, description="Random horizontal flip (flow u is negated too). Physically safe.")
+    vflip: bool = Field(False, description="Random vertical flip; breaks hemispheric (Joy's law) tilt, so off by default.")
+    rotate_deg: float = Field(0.0, ge=0, le=180, description="Random rotation in [-deg, deg]; flow vectors rotate with the image.")
+    scale: float = Field(0.0, ge=0, lt=1, description="Random zoom factor in [1-scale, 1+scale]; 0 = off.")
+    polarity_flip: bool = Field(False, description="Randomly negate the field (swap polarities); flares do not care about sign.")
+    noise: int = Field(0, ge=0, le=32, description="Uniform integer noise in 8-bit units added to the PNG values; 0 = off.")
+
+    @property
+    def enabled(self) -> bool:
+        return any((self.hflip, self.vflip, self.rotate_deg, self.scale, self.polarity_flip, self.noise))
+
+
+class DataSpec(_Spec):
+    """Where the shards are and how samples are built from them."""
+
+    root: Path = Field(Path("data/synthetic/magnetograms"), description="Folder holding {train,val,test}/*.tar magnetogram shards. Relative paths resolve against experiments.yaml.")
+    flow_root: Path | None = Field(None, description="Folder holding {train,val,test}/*.tar optical-flow shards (<key>.flow.npz); needed by input_mode 'flow'.")
+    generate_if_missing: bool = Field(False, description="When root is missing, generate the synthetic data set in its parent folder first (for the shipped synthetic default; keep false for real data).")
+    image_size: int = Field(112, ge=16, le=1024, description="Frames are resized to this many pixels square before the model sees them.")
+    input_mode: InputMode = Field("frame", description="frame: one magnetogram; flow: frame + 2-channel optical flow; sequence: frames at offsets_min; multiscale: t, t-1h, t-6h as 3 channels; diff: frame and I_t - I_{t-12min}.")
+    offsets_min: tuple[int, ...] = Field((0, -60, -360), min_length=1, description="Past offsets in minutes for 'sequence' and 'multiscale' (12-minute cadence); history comes from the same AR only.")
+    require_complete_history: bool = Field(False, description="Drop samples whose history frames are missing instead of padding with the AR's earliest frame.")
+    min_flare_class: Literal["C", "M"] = Field("C", description="Positive when the largest flare in the next 24 h is at least this GOES class.")
+    balance: Literal["none", "prob", "fixed", "weights"] = Field("none", description="Training-set balancing: prob = keep each negative with keep_negative_prob, redrawn every epoch; fixed = one deterministic subset; weights = sample by inverse class frequency. Val and test are never balanced.")
+    keep_negative_prob: float = Field(1.0, gt=0, le=1, description="Fraction of negatives kept per epoch by balance 'prob' or 'fixed'.")
+    augment: AugmentSpec = Field(default_factory=AugmentSpec, description="Training augmentations.")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes; 0 reads in the training process.")
+    strict: bool = Field(False, description="Fail on the first corrupt sample instead of skipping it and counting it in one summary line.")
+    cache_dir: Path | None = Field(None, description="Where the sample index is cached (default $ARFLARE_CACHE or ~/.cache/arflare); data roots may be read-only.")
+
+    @model_validator(mode="after")
+    def _check_offsets(self) -> DataSpec:
+        if any(offset > 0 for offset in self.offsets_min):
+            raise ValueError(f"data.offsets_min {list(self.offsets_min)} looks into the future; offsets must be <= 0 minutes")
+        if self.input_mode == "multiscale" and len(self.offsets_min) != 3:
+            raise ValueError("data.input_mode 'multiscale' stacks exactly 3 frames; set data.offsets_min to three offsets, e.g. [0, -60, -360]")
+        return self
+
+
+class ModelSpec(_Spec):
+    """The network: a timm backbone, optionally inside a two-stream / temporal / attention variant."""
+
+    backbone: str = Field("convnext_atto", description="Any timm model name (timm.list_models('convnext*') lists them).")
+    variant: Variant = Field("auto", description="auto picks from data.input_mode: frame/multiscale -> single, flow -> two_stream, sequence -> temporal, diff -> diff_attention.")
+    temporal_pool: Literal["mean", "attention"] = Field("mean", description="How the temporal variant pools per-frame features over time.")
+    pretrained: bool = Field(False, description="Load pretrained weights. Nothing is downloaded at run time: use with pretrained_path.")
+    pretrained_path: Path | None = Field(None, description="Local weights file (state dict) for the backbone.")
+    drop_rate: float = Field(0.0, ge=0, lt=1, description="Dropout before the classifier head.")
+    drop_path_rate: float = Field(0.0, ge=0, lt=1, description="Stochastic depth rate of the backbone (ConvNeXt, ViT).")
+
+    @model_validator(mode="after")
+    def _check_pretrained(self) -> ModelSpec:
+        if self.pretrained and self.pretrained_path is None:
+            raise ValueError("model.pretrained: true needs model.pretrained_path (nothing can be downloaded at run time)")
+        return self
+
+
+class MixupSpec(_Spec):
+    """timm Mixup/CutMix; on when either alpha is above 0 (targets become soft)."""
+
+    mixup_alpha: float = Field(0.0, ge=0, description="Mixup Beta(alpha, alpha); 0 = off. 0.8 is the usual choice.")
+    cutmix_alpha: float = Field(0.0, ge=0, description="CutMix Beta(alpha, alpha); 0 = off. 1.0 is the usual choice.")
+    prob: float = Field(1.0, ge=0, le=1, description="Probability that a batch is mixed at all.")
+    switch_prob: float = Field(0.5, ge=0, le=1, description="When both are on, probability of CutMix instead of Mixup.")
+
+    @property
+    def enabled(self) -> bool:
+        return self.mixup_alpha > 0 or self.cutmix_alpha > 0
+
+
+class EarlyStoppingSpec(_Spec):
+    """Stop when the monitored validation metric stops improving."""
+
+    patience: int | None = Field(None, ge=1, description="Epochs without improvement before stopping; null = never stop early.")
+    min_delta: float = Field(0.0, ge=0, description="Smallest change that counts as an improvement.")
+    min_epochs: int = Field(1, ge=1, description="Never stop before this many epochs.")
+
+
+class TrainSpec(_Spec):
+    """Optimisation: AdamW with warmup + cosine, loss, regularisation, seeds."""
+
+    epochs: int = Field(10, ge=1, description="Passes over the (balanced) training set.")
+    batch_size: int = Field(64, ge=1, description="Samples per step.")
+    lr: float = Field(1e-4, gt=0, description="Peak AdamW learning rate after warmup.")
+    min_lr: float = Field(1e-6, ge=0, description="Learning rate at the end of the cosine schedule.")
+    weight_decay: float = Field(0.05, ge=0, description="AdamW decoupled weight decay.")
+    warmup_epochs: float = Field(1.0, ge=0, description="Linear warmup length in epochs (fractions allowed).")
+    grad_clip: float | None = Field(1.0, gt=0, description="Clip the gradient norm to this; null = no clipping.")
+    seed: int = Field(0, description="Seeds python, numpy, torch and the data order.")
+    max_steps_per_epoch: int | None = Field(None, ge=1, description="Cap the steps of an epoch (smoke tests, quick looks); null = full epoch.")
+    loss: Literal["bce", "ce", "focal"] = Field("bce", description="bce: one logit; ce: two logits (soft-target CE under Mixup); focal: sigmoid focal loss on one logit.")
+    class_weights: tuple[float, float] | None = Field(None, description="(negative, positive) loss weights for bce/ce; null = equal.")
+    focal_alpha: float = Field(0.25, ge=0, le=1, description="Focal loss weight of the positive class.")
+    focal_gamma: float = Field(2.0, ge=0, description="Focal loss focusing exponent.")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Label smoothing; with Mixup it is applied by Mixup.")
+    mixup: MixupSpec = Field(default_factory=MixupSpec, description="Mixup / CutMix.")
+    early_stopping: EarlyStoppingSpec = Field(default_factory=EarlyStoppingSpec, description="Early stopping on eval.monitor.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available (bf16 autocast, channels_last), else cpu (fp32).")
+
+
+class EvalSpec(_Spec):
+    """How runs are judged: threshold on validation only, test once with the best checkpoint."""
+
+    monitor: Literal["tss", "hss", "auc", "pr_auc", "bss", "f1", "loss"] = Field("tss", description="Validation metric that picks the best checkpoint and drives early stopping (loss is minimised, the rest maximised).")
+    threshold_metric: Literal["tss", "hss", "f1"] = Field("tss", description="The decision threshold maximises this on validation and is applied unchanged to test.")
+    min_recall: float | None = Field(None, gt=0, le=1, description="Only consider thresholds with at least this validation recall.")
+    min_precision: float | None = Field(None, gt=0, le=1, description="Only consider thresholds with at least this validation precision.")
+    plots: bool = Field(True, description="Write ROC, PR, confusion, reliability and training-curve PNGs.")
+
+
+class RunSpec(_Spec):
+    """Everything one training run needs; what ``experiments.yaml`` resolves to."""
+
+    data: DataSpec = Field(default_factory=DataSpec, description="Data and sampling.")
+    model: ModelSpec = Field(default_factory=ModelSpec, description="Network.")
+    train: TrainSpec = Field(default_factory=TrainSpec, description="Optimisation.")
+    eval: EvalSpec = Field(default_factory=EvalSpec, description="Evaluation.")
+
+    @model_validator(mode="after")
+    def _check_combination(self) -> RunSpec:
+        mode, variant = self.data.input_mode, self.model.variant
+        if variant != "auto" and variant not in _COMPATIBLE[mode]:
+            raise ValueError(f"model.variant {variant!r} cannot read data.input_mode {mode!r}; use one of {list(_COMPATIBLE[mode])} or 'auto'")
+        if self.train.mixup.enabled and mode in ("flow", "sequence"):
+            raise ValueError(f"not supported yet: Mixup/CutMix with data.input_mode {mode!r} (mixing a frame with its flow or history); set train.mixup alphas to 0")
+        if self.train.mixup.enabled and self.train.batch_size % 2:
+            raise ValueError(f"Mixup/CutMix pairs samples within a batch; train.batch_size must be even, got {self.train.batch_size}")
+        if self.train.loss == "focal" and self.train.class_weights is not None:
+            raise ValueError("train.loss 'focal' weighs classes with train.focal_alpha; remove train.class_weights")
+        if mode == "flow" and self.data.flow_root is None:
+            raise ValueError("data.input_mode 'flow' needs data.flow_root (the folder of <key>.flow.npz shards)")
+        return self
+
+    @property
+    def variant(self) -> str:
+        """The model variant after resolving 'auto' from the input mode."""
+        return _AUTO_VARIANT[self.data.input_mode] if self.model.variant == "auto" else self.model.variant
+
+    @property
+    def in_chans(self) -> int:
+        """Channels of the image tensor the backbone sees per frame."""
+        if self.data.input_mode == "multiscale":
+            return 3
+        if self.data.input_mode == "diff" and self.variant == "single":
+            return 2
+        return 1
+
+    def spec_hash(self, data_fingerprint: str = "") -> str:
+        """Identity of a run: the resolved spec (minus speed-only knobs) plus the data it reads."""
+        dumped = self.model_dump(mode="json")
+        for section, key in _NOT_HASHED:
+            dumped[section].pop(key, None)
+        payload = json.dumps({"spec": dumped, "data": data_fingerprint}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
