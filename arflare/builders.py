@@ -68,6 +68,7 @@ def build_optimizer(spec: RunSpec, model: torch.nn.Module, *, steps_per_epoch: i
     optimizer = create_optimizer_v2(model, opt="adamw", lr=train.lr, weight_decay=train.weight_decay)
     total = max(train.epochs * steps_per_epoch, 1)
     warmup = min(int(train.warmup_epochs * steps_per_epoch), total - 1)
-    scheduler = CosineLRScheduler(optimizer, t_initial=total, lr_min=train.min_lr, warmup_t=warmup,
+    # warmup_prefix: the cosine starts after warmup, so it spans the remaining steps and ends at min_lr.
+    scheduler = CosineLRScheduler(optimizer, t_initial=max(total - warmup, 1), lr_min=train.min_lr, warmup_t=warmup,
                                   warmup_lr_init=train.lr * 0.01, warmup_prefix=True, t_in_epochs=False)
     return optimizer, scheduler

@@ -9,6 +9,7 @@ and ``validate`` answer in well under a second.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,6 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_BAD_INPUT
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # a scheduler's SIGTERM ends runs as KILLED, like Ctrl-C
     try:
         return args.handler(args)
     except RegistryError as exc:
@@ -56,6 +58,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -90,7 +103,7 @@ def _build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--metric", default="tss", help="tss|hss|auc|pr_auc|f1|bss|brier|tpr@fpr=1e-3|tpr@fpr=1e-4|tpr@fpr=1e-2|fpr@tpr=0.9 (default tss)")
     cmd.add_argument("--split", choices=("test", "val"), default="test", help="which split's metric (default test)")
     cmd.add_argument("--experiment", "-e", nargs="+", metavar="NAME", help="only these experiments")
-    cmd.add_argument("--top", type=int, metavar="N", help="only the best N runs")
+    cmd.add_argument("--top", type=_positive_int, metavar="N", help="only the best N runs")
     cmd.add_argument("--format", choices=("table", "csv", "json", "markdown"), default="table")
     cmd = add("ui", _cmd_ui, "open the MLflow UI on 127.0.0.1 for this store", "arflare ui --port 5000")
     cmd.add_argument("--port", type=int, default=5000)
@@ -106,8 +119,8 @@ def _build_parser() -> argparse.ArgumentParser:
     cmd = add("sweep", _cmd_sweep, "Optuna search over an experiment's search: block, trials tracked as child runs",
               "arflare sweep sweep_reg_mixup --trials 20 --workers 2", (common, resolve))
     cmd.add_argument("name", metavar="NAME")
-    cmd.add_argument("--trials", type=int, metavar="N", help="total trials (default: search.n_trials); re-running resumes")
-    cmd.add_argument("--workers", type=int, default=1, metavar="K", help="local worker processes on one study")
+    cmd.add_argument("--trials", type=_positive_int, metavar="N", help="total trials (default: search.n_trials); re-running resumes")
+    cmd.add_argument("--workers", type=_positive_int, default=1, metavar="K", help="local worker processes on one study")
     cmd.add_argument("--storage", metavar="URL", help="Optuna storage (default: a journal file beside the tracking store)")
     cmd.add_argument("--best", action="store_true", help="print the best trial and the command that reproduces it")
     return parser
@@ -118,8 +131,12 @@ def _load(args):
     from registry.loader import load_registry
     from registry.search_spec import SearchSpec
 
+    from arflare.sweeping import check_search_blocks
+
     path = getattr(args, "path", None) or args.file
-    return load_registry(path, RunSpec, seed_key="train.seed", search_schema=SearchSpec)
+    registry = load_registry(path, RunSpec, seed_key="train.seed", search_schema=SearchSpec)
+    check_search_blocks(registry)
+    return registry
 
 
 def _cmd_list(args) -> int:
@@ -162,7 +179,7 @@ def _cmd_ui(args) -> int:
     from arflare.commands import open_tracker
 
     tracker = open_tracker(_load(args))
-    command = [*tracker.ui_command, "--port", str(args.port)]
+    command = tracker.ui_command(port=args.port)
     print(f"MLflow UI on http://127.0.0.1:{args.port} (Ctrl-C to stop)", file=sys.stderr)
     return subprocess.call(command)
 

@@ -7,7 +7,6 @@ per data root, skips duplicates, and hands each run to the trainer inside a trac
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -90,26 +89,42 @@ def prepare_data(spec, *, progress: bool = True):
     return build_index(data.root, flow_root=flow_root, cache_dir=data.cache_dir, strict=data.strict, progress=progress)
 
 
+def preflight(spec) -> None:
+    """Checks the schema cannot make (they need timm or the machine); run before anything is tracked."""
+    from arflare.models import check_backbone
+
+    problems = []
+    try:
+        check_backbone(spec.model.backbone)
+    except ValueError as exc:
+        problems.append(f"model.backbone: {exc}")
+    if spec.model.pretrained_path is not None and not spec.model.pretrained_path.is_file():
+        problems.append(f"model.pretrained_path: no file at {spec.model.pretrained_path}")
+    if spec.train.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            problems.append("train.device: 'cuda' but no CUDA device is available here; use 'auto' or 'cpu'")
+    if problems:
+        raise UsageError("; ".join(problems))
+
+
 def run_experiments(registry, names: Sequence[str], *, profile: str | None, sets: Sequence[str],
                     force: bool = False, dry_run: bool = False) -> int:
     """Expand, prepare data, skip finished duplicates, train the rest; exit code 1 if any run failed."""
     plans = [run for name in names for run in registry.expand(name, profile=profile, sets=sets)]
+    for spec in {run.spec for run in plans}:
+        preflight(spec)
+    if dry_run:
+        return _dry_run(plans)
     indexes = {}
     for run in plans:  # every data root is checked before the first run starts
-        key = (run.spec.data.root, run.spec.data.flow_root if run.spec.data.input_mode == "flow" else None)
-        if key not in indexes:
-            indexes[key] = prepare_data(run.spec)
-    index_of = {run.name: indexes[(run.spec.data.root, run.spec.data.flow_root if run.spec.data.input_mode == "flow" else None)] for run in plans}
-    if dry_run:
-        for run in plans:
-            index = index_of[run.name]
-            print(f"would run {run.name}  spec {run.spec.spec_hash(index.fingerprint)}  data {index.root} ({len(index.table)} samples)")
-        return 0
+        if _data_key(run.spec) not in indexes:
+            indexes[_data_key(run.spec)] = prepare_data(run.spec)
     tracker = open_tracker(registry)
     failed = 0
-    signal.signal(signal.SIGTERM, _raise_interrupt)
     for run in plans:
-        index = index_of[run.name]
+        index = indexes[_data_key(run.spec)]
         spec_hash = run.spec.spec_hash(index.fingerprint)
         existing = tracker.find_finished(spec_hash=spec_hash)
         if existing is not None and not force:
@@ -118,6 +133,23 @@ def run_experiments(registry, names: Sequence[str], *, profile: str | None, sets
             continue
         failed += not _run_one(registry, tracker, run, index, spec_hash, profile=profile)
     return 1 if failed else 0
+
+
+def _data_key(spec) -> tuple:
+    return spec.data.root, spec.data.flow_root if spec.data.input_mode == "flow" else None
+
+
+def _dry_run(plans) -> int:
+    """List what would run; index existing data, but generate nothing."""
+    for run in plans:
+        data = run.spec.data
+        if data.generate_if_missing and not data.root.exists():
+            where = f"data {data.root} (missing: would be generated)"
+        else:
+            index = prepare_data(run.spec)
+            where = f"spec {run.spec.spec_hash(index.fingerprint)}  data {index.root} ({len(index.table)} samples)"
+        print(f"would run {run.name}  {where}")
+    return 0
 
 
 def _run_one(registry, tracker, run, index, spec_hash: str, *, profile: str | None) -> bool:
@@ -187,6 +219,3 @@ def _attach_log_file(path: Path) -> logging.Handler:
     logger.addHandler(handler)
     return handler
 
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")

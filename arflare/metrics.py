@@ -36,7 +36,6 @@ from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 THRESHOLD_METRIC_NAMES = (
     "tss", "hss", "precision", "recall", "f1", "accuracy", "threshold", "tp", "tn", "fp", "fn",
@@ -227,6 +226,8 @@ def _roc(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """ROC step function ``(fpr, tpr)`` or None if y has a single class."""
     if y.min() == y.max():
         return None
+    from sklearn.metrics import roc_curve  # lazy: `arflare validate` reads METRIC_NAMES only
+
     fpr, tpr, _ = roc_curve(y, s, drop_intermediate=False)
     return fpr, tpr
 
@@ -267,6 +268,8 @@ def probability_metrics(y_true: ArrayLike, scores: ArrayLike) -> dict[str, float
         ``auc, pr_auc, brier, bss, tpr_at_fpr_1e-4/1e-3/1e-2, fpr_at_tpr_0.9``; all but
         ``brier`` are NaN when ``y_true`` holds a single class.
     """
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
     y, s = validate_inputs(y_true, scores)
     if s.min() < 0 or s.max() > 1:
         raise ValueError(

@@ -10,11 +10,13 @@ import numpy as np
 from arflare import plots
 
 
-def write_predictions(dataset, labels: np.ndarray, scores: np.ndarray, path: Path) -> Path:
-    """Write ``key, ar, timestamp, label, reg_label, score`` for every sample of a split (in dataset order)."""
-    table = dataset.frame_table.reset_index(drop=True)[["key", "ar", "timestamp", "reg_label"]].copy()
-    if len(table) != len(scores):
-        raise ValueError(f"{len(scores)} scores for {len(table)} samples; predictions must cover the whole split")
+def write_predictions(dataset, indices: np.ndarray, labels: np.ndarray, scores: np.ndarray, path: Path) -> Path:
+    """Write ``key, ar, timestamp, label, reg_label, score`` for each scored sample.
+
+    ``indices`` are the dataset positions the scores belong to (taken from the batches, so a
+    corrupt sample skipped in favour of its neighbour can never shift keys against scores).
+    """
+    table = dataset.frame_table.reset_index(drop=True).iloc[indices][["key", "ar", "timestamp", "reg_label"]].copy()
     table["label"] = labels.astype(int)
     table["score"] = scores.astype(float)
     path.parent.mkdir(parents=True, exist_ok=True)

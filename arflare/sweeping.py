@@ -79,12 +79,52 @@ def run_trial(params: Mapping[str, object], reporter, *, registry_path: str, nam
     trial_sets = [*sets, *(f"{key}={json.dumps(value)}" for key, value in params.items())]
     (run,) = registry.expand(name, profile=profile, sets=trial_sets)
     index = prepare_data(run.spec, progress=False)
-    reporter.set_tags({"arflare.spec_hash": run.spec.spec_hash(index.fingerprint), "arflare.data_fingerprint": index.fingerprint})
-    reporter.log_params({"spec." + k: v for k, v in _flat(run.spec.model_dump(mode="json")).items()})
+    from registry.tracking import git_state
+
+    commit, dirty = git_state(Path(registry_path).parent)
+    reporter.set_tags({"arflare.data_fingerprint": index.fingerprint, "arflare.git_commit": commit or "unknown",
+                       "arflare.git_dirty": str(dirty).lower()})
+    # the sampled values are already logged under their own keys; log the rest of the spec beside them
+    reporter.log_params({k: v for k, v in _flat(run.spec.model_dump(mode="json")).items() if k not in params})
     reporter.log_dict(run.spec.model_dump(mode="json"), "spec.yaml")
     with tempfile.TemporaryDirectory(prefix="arflare-trial-") as tmp:
         result = train(run.spec, index=index, reporter=reporter, out_dir=Path(tmp), progress=False)
+    # Tagged only now: a pruned or failed trial must not count as a finished run of this spec.
+    reporter.set_tags({"arflare.spec_hash": run.spec.spec_hash(index.fingerprint)})
     return float(result.metrics[objective])
+
+
+def check_search_blocks(registry) -> None:
+    """Check every ``search:`` block against the run spec, so ``validate`` catches what trials would hit.
+
+    Each searched key must exist and accept the range's ends and every choice; the objective must
+    be a per-epoch validation metric the trainer reports.
+
+    Raises:
+        RegistryError: listing every problem found.
+    """
+    from arflare.metrics import METRIC_NAMES
+    from registry.errors import Problem, RegistryError
+
+    objectives = {"val/loss", *(f"val/{name}" for name in METRIC_NAMES)}
+    problems: list[Problem] = []
+    for name, entry in registry.experiments.items():
+        if entry.search is None:
+            continue
+        where = f"experiments.{name}.search"
+        if entry.search.objective not in objectives:
+            problems.append(Problem(str(registry.path), entry.line, f"{where}.objective", entry.search.objective,
+                                    f"not a per-epoch metric; use one of {', '.join(sorted(objectives))}"))
+        for key, param in entry.search.params.items():
+            values = param.choices if param.type == "categorical" else (param.low, param.high)
+            for value in values:
+                try:
+                    registry.expand(name, sets=[f"{key}={json.dumps(value)}"])
+                except RegistryError as exc:
+                    reason = exc.problems[0].message if exc.problems else str(exc)
+                    problems.append(Problem(str(registry.path), entry.line, f"{where}.params.{key}", value, reason))
+    if problems:
+        raise RegistryError(problems)
 
 
 def reproduce_command(name: str, profile: str | None, sets: Sequence[str], params: Mapping[str, object]) -> str:

@@ -60,6 +60,7 @@ class _Split:
     labels: np.ndarray
     scores: np.ndarray
     loss: float
+    indices: np.ndarray  # dataset positions: a corrupt item is replaced by its neighbour, so never assume order
 
 
 def train(spec: RunSpec, *, index: DataIndex, reporter: Reporter, out_dir: Path, progress: bool = True) -> TrainResult:
@@ -165,7 +166,7 @@ def _train_epoch(model, loader, loss_fn, mixup, optimizer, scheduler, device, *,
 @torch.no_grad()
 def _predict(model, loader, loss_fn, device) -> _Split:
     model.eval()
-    labels, scores, total = [], [], 0.0
+    labels, scores, indices, total = [], [], [], 0.0
     for batch in loader:
         inputs, target = _to_device(batch, device)
         with _autocast(device):
@@ -173,8 +174,10 @@ def _predict(model, loader, loss_fn, device) -> _Split:
         total += loss_fn(logits.float(), target).item() * len(target)
         labels.append(target.cpu().numpy())
         scores.append(positive_probability(logits.float()).cpu().numpy())
+        indices.append(np.asarray(batch["index"]))
     labels_arr = np.concatenate(labels).astype(int)
-    return _Split(labels=labels_arr, scores=np.concatenate(scores).astype(float), loss=total / max(len(labels_arr), 1))
+    return _Split(labels=labels_arr, scores=np.concatenate(scores).astype(float), loss=total / max(len(labels_arr), 1),
+                  indices=np.concatenate(indices).astype(int))
 
 
 def _final_evaluation(spec, model, loaders, loss_fn, device, best_path, out_dir, reporter, *, history, best_epoch, epochs_run) -> TrainResult:
@@ -190,6 +193,9 @@ def _final_evaluation(spec, model, loaders, loss_fn, device, best_path, out_dir,
         values = {"loss": result.loss, **skill.evaluate(result.labels, result.scores, threshold=threshold)}
         final.update({f"{split}/{name}": value for name, value in values.items()})
     final["best_epoch"] = best_epoch
+    # The last point of each val/ curve is the best checkpoint's score, so a run's latest val/
+    # value (what `arflare compare --split val` ranks) belongs to the model that was tested.
+    reporter.log_metrics({k: v for k, v in final.items() if k.startswith("val/")}, step=epochs_run)
     reporter.log_metrics({k: v for k, v in final.items() if k.startswith("test/")}, step=best_epoch)
     reporter.log_metrics({"best_epoch": best_epoch, "threshold": threshold})
     reporter.log_dict({"metrics": final, "threshold": threshold, "best_epoch": best_epoch, "epochs_run": epochs_run,
@@ -197,7 +203,8 @@ def _final_evaluation(spec, model, loaders, loss_fn, device, best_path, out_dir,
     from arflare.reports import write_predictions, write_plots
 
     for split, result in splits.items():
-        path = write_predictions(loaders[split].dataset, result.labels, result.scores, out_dir / "predictions" / f"{split}.parquet")
+        path = write_predictions(loaders[split].dataset, result.indices, result.labels, result.scores,
+                                 out_dir / "predictions" / f"{split}.parquet")
         reporter.log_artifact(path, "predictions")
     if spec.eval.plots:
         for path in write_plots(history, splits["test"].labels, splits["test"].scores, threshold, out_dir / "plots"):

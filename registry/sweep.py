@@ -222,7 +222,6 @@ class _Job:
     n_trials: int
     progress: bool
     session: int  # trials in the study when this run of the command began: seeds the sampler
-    stale: frozenset[int]  # RUNNING trials left by a killed earlier run: not counted, not waited for
     parent_run_id: str
 
 
@@ -270,15 +269,13 @@ def run_sweep(
         _check_picklable(trial_fn)
     study = open_study(study_name=study_name, storage=storage, search=search)
     trials = study.get_trials(deepcopy=False)
-    stale = frozenset(t.number for t in trials if t.state == TrialState.RUNNING)
-    if stale:
-        _say(study_name, f"ignoring trials {sorted(stale)} left RUNNING by an interrupted earlier run")
     tracker = Tracker(**tracker_kwargs)
+    _fail_orphans(study, trials, tracker, study_name)
     with _parent_run(tracker, study_name=study_name, run_prefix=run_prefix, tags=tags) as parent_run_id:
         job = _Job(
             study_name=study_name, storage=storage, search=search, trial_fn=trial_fn,
             tracker_kwargs=dict(tracker_kwargs), run_prefix=run_prefix, tags=dict(tags), n_trials=total,
-            progress=progress, session=len(trials), stale=stale, parent_run_id=parent_run_id,
+            progress=progress, session=len(trials), parent_run_id=parent_run_id,
         )
         if workers == 1:
             _work(job, worker=0, lock=nullcontext())
@@ -289,6 +286,23 @@ def run_sweep(
         if best is not None:
             _log_best(tracker, parent_run_id, best, step=result.n_complete + result.n_pruned + result.n_failed)
     return result
+
+
+def _fail_orphans(study: optuna.Study, trials: list[FrozenTrial], tracker: Tracker, study_name: str) -> None:
+    """Trials left RUNNING by a process that died (SIGKILL, power loss) become FAIL, and so do their runs.
+
+    Running two sweep commands on one study at once is not supported, so at start every RUNNING
+    trial is an orphan. They count as failed trials towards ``n_trials``, as Optuna counts them.
+    """
+    orphans = [t for t in trials if t.state == TrialState.RUNNING]
+    for trial in orphans:
+        study.tell(trial.number, state=TrialState.FAIL)
+        run_id = trial.user_attrs.get(RUN_ID_ATTR)
+        if run_id:
+            tracker.set_tags(run_id, {TRIAL_STATE_TAG: "FAIL"})
+            tracker.set_terminated(run_id, "FAILED")
+    if orphans:
+        _say(study_name, f"trials {[t.number for t in orphans]} were left RUNNING by a process that died: marked FAIL")
 
 
 def _check_args(study_name: str, total: int, workers: int) -> None:
@@ -389,16 +403,16 @@ def _work(job: _Job, *, worker: int, lock: AbstractContextManager) -> None:
     tracker = Tracker(**job.tracker_kwargs)
     while True:
         with lock:  # count-then-ask must be atomic across workers, or the total overshoots
-            if _budget_used(study, job.stale) >= job.n_trials:
+            if _budget_used(study) >= job.n_trials:
                 return
             trial = study.ask()
         _run_trial(job, study, trial, tracker)
 
 
-def _budget_used(study: optuna.Study, stale: frozenset[int]) -> int:
+def _budget_used(study: optuna.Study) -> int:
     def counts(t: FrozenTrial) -> bool:
-        if t.state == TrialState.RUNNING:
-            return t.number not in stale
+        if t.state == TrialState.RUNNING:  # in flight in another worker of this command
+            return True
         if t.state == TrialState.FAIL:
             return not t.user_attrs.get(_INTERRUPTED_ATTR, False)
         return t.state in (TrialState.COMPLETE, TrialState.PRUNED)

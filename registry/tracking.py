@@ -14,6 +14,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import sys
 import tempfile
 import time
 import traceback
@@ -263,6 +264,9 @@ class Tracker:
     def _existing_experiment_id(self) -> str | None:
         """Experiment id for read-only queries, which must not create the experiment."""
         if self._experiment_id is None:
+            sqlite_file = _sqlite_path(self.tracking_uri)
+            if sqlite_file is not None and not sqlite_file.exists():
+                return None  # opening a client would create the database: a read must not
             found = self._client.get_experiment_by_name(self.experiment)
             self._experiment_id = found.experiment_id if found else None
         return self._experiment_id
@@ -429,13 +433,12 @@ class Tracker:
         for start in range(0, len(entries), _PARAMS_PER_BATCH):
             self._client.log_batch(run_id, params=entries[start : start + _PARAMS_PER_BATCH])
 
-    @property
-    def ui_command(self) -> list[str]:
+    def ui_command(self, *, port: int = 5000) -> list[str]:
         """Command that serves the MLflow UI for this store on localhost."""
-        command = ["mlflow", "ui", "--backend-store-uri", self.tracking_uri]
+        command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", self.tracking_uri]
         if self.artifact_location:
             command += ["--default-artifact-root", self.artifact_location]
-        return command + ["--host", "127.0.0.1", "--port", "5000"]
+        return command + ["--host", "127.0.0.1", "--port", str(port)]
 
 
 def _as_float(key: str, value: object) -> float:

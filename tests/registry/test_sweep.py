@@ -64,7 +64,9 @@ def _search(**overrides: object) -> SearchSpec:
 def empty_mlflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An MLflow sqlite store with its schema in place (creating one takes seconds), no runs."""
     path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
-    Tracker(tracking_uri=f"sqlite:///{path}", experiment="sweeps").search()
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()  # opening the store builds its schema
     return path
 
 

@@ -196,8 +196,8 @@ def test_env_tracking_uri_wins(tmp_path, monkeypatch):
 
 
 def test_ui_command_points_at_the_store(tracker):
-    command = tracker.ui_command
-    assert command[:2] == ["mlflow", "ui"]
+    command = tracker.ui_command(port=5001)
+    assert command[1:4] == ["-m", "mlflow", "ui"] and command[command.index("--port") + 1] == "5001"
     assert command[command.index("--backend-store-uri") + 1] == tracker.tracking_uri
     assert command[command.index("--host") + 1] == "127.0.0.1"
 
