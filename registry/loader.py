@@ -13,18 +13,20 @@ from __future__ import annotations
 
 import copy
 import itertools
-import os
 import re
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from types import MappingProxyType, UnionType
-from typing import Any, Generic, TypeVar, Union, get_args, get_origin
+from types import MappingProxyType
+from typing import Any, Generic, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from registry._common import _Collector, _Ctx, _Layer, _Src
+from registry._schema import _message, _path_fields, _resolve_path, _spec_problems
+from registry._yaml import _env_problem, _expand_tree, _line_for, _read_yaml
 from registry.errors import NO_VALUE, Problem, RegistryError, did_you_mean
 
 S = TypeVar("S", bound=BaseModel)
@@ -35,8 +37,6 @@ SET_SOURCE = "--set"  # the `file` of problems found in command-line overrides
 DEFAULT_PROJECT = "arflare"
 # Run names join parts with '/' and groups append '@profile', so names must not hold those.
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}")
-_MISSING_SPEC = "missing required key; set it in `defaults` or in the experiment"
 
 
 @dataclass(frozen=True)
@@ -73,45 +73,6 @@ class Entry:
     search: object | None
     line: int | None
 
-
-@dataclass(frozen=True)
-class _Src:
-    """Where one value was set: a file (``--set`` for the command line), its dotted key there, a line."""
-
-    file: str
-    key: str
-    line: int | None
-
-
-_Layer = dict[str, tuple[Any, _Src]]  # flat dotted spec key -> (value, where it was set)
-
-
-@dataclass(frozen=True)
-class _Ctx:
-    file: str  # the registry file as the user named it, for messages
-    path: Path  # the same, absolute
-    lines: Mapping[str, int]
-    schema: type[BaseModel]
-    seed_key: str
-    path_fields: Mapping[str, Path | None]  # dotted key -> relative schema default to resolve
-
-
-class _Collector:
-    """Gathers problems, dropping repeats (a bad default is reported once, not per experiment)."""
-
-    def __init__(self, file: str) -> None:
-        self.file = file
-        self._found: dict[tuple, Problem] = {}
-
-    def add(self, problem: Problem, note: str = "") -> None:
-        ident = (problem.file, problem.line, problem.key, problem.message)
-        if ident not in self._found:
-            self._found[ident] = replace(problem, message=problem.message + note) if note else problem
-
-    def raise_if_any(self) -> None:
-        if self._found:
-            ordered = sorted(self._found.values(), key=lambda p: (p.file != self.file, p.line or 0))
-            raise RegistryError(ordered, self.file)
 
 
 # ----------------------------------------------------------------------------- public helpers
@@ -552,214 +513,8 @@ def _note(profile: str | None, sets: Sequence[str], picked: Mapping[str, tuple[A
     return f" (with {', '.join(parts)})" if parts else ""
 
 
-# ----------------------------------------------------------------------------- validation errors
 
-
-def _spec_problems(exc: ValidationError, ctx: _Ctx, layer: _Layer, owner: _Src) -> list[tuple[Problem, bool]]:
-    """Problems for a failed spec validation, each flagged True when attributed to the experiment."""
-    problems = []
-    for err in exc.errors():
-        parts = [str(part) for part in err["loc"]]
-        loc = ".".join(parts)
-        message = _message(err, ctx.schema, parts, _MISSING_SPEC)
-        # Missing keys and model validators have no single value: they belong to the experiment.
-        owned = err["type"] == "missing" or (err["type"] in ("value_error", "assertion_error") and isinstance(err["input"], Mapping))
-        found = None if owned else _origin(layer, loc)
-        if found is None:
-            key = f"{owner.key}.{loc}" if loc else owner.key
-            value = NO_VALUE if owned or isinstance(err["input"], Mapping) else err["input"]
-            problems.append((Problem(owner.file, owner.line, key, value, message), True))
-        else:
-            problems.append((_located(err, loc, *found, ctx, message), False))
-    return problems
-
-
-def _origin(layer: _Layer, loc: str) -> tuple[str, _Src] | None:
-    """The layer key an error at ``loc`` comes from: itself, a key above it, or the last key below it."""
-    if not loc:
-        return None
-    parts = loc.split(".")
-    for n in range(len(parts), 0, -1):
-        key = ".".join(parts[:n])
-        if key in layer:
-            return key, layer[key][1]
-    below = [key for key in layer if key.startswith(loc + ".")]
-    return (below[-1], layer[below[-1]][1]) if below else None
-
-
-def _located(err: Mapping, loc: str, spec_key: str, src: _Src, ctx: _Ctx, message: str) -> Problem:
-    if loc == spec_key or loc.startswith(spec_key + "."):
-        key, line = src.key + loc[len(spec_key):], src.line
-    else:  # loc is a section above the key that was set (an unknown section name)
-        key = src.key[: len(src.key) - len(spec_key)] + loc if src.key.endswith(spec_key) else src.key
-        line = _line_for(ctx.lines, key) if src.file == ctx.file else src.line
-    if err["type"] == "extra_forbidden" and src.file == ctx.file:
-        line = _line_for(ctx.lines, key)  # the key's line, so a misspelled grid key is reported once
-    return Problem(src.file, line, key, err["input"], message)
-
-
-def _message(err: Mapping, model: type[BaseModel], parts: list[str], missing: str) -> str:
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        return "unknown key" + did_you_mean(parts[-1], _field_names(model, parts[:-1]))
-    if kind == "missing":
-        return missing
-    error = err.get("ctx", {}).get("error")
-    if kind in ("value_error", "assertion_error") and error is not None:
-        return str(error)
-    text = err["msg"]
-    return text[:1].lower() + text[1:]
-
-
-def _field_names(model: type[BaseModel], parts: list[str]) -> list[str]:
-    for part in parts:
-        info = model.model_fields.get(part)
-        sub = _submodel(info.annotation) if info is not None else None
-        if sub is None:
-            return []
-        model = sub
-    return list(model.model_fields)
-
-
-# ----------------------------------------------------------------------------- schema introspection
-
-
-def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
-    if get_origin(annotation) in (Union, UnionType):
-        args = [arg for arg in get_args(annotation) if arg is not type(None)]
-        if len(args) == 1:
-            return args[0], True
-    return annotation, False
-
-
-def _submodel(annotation: Any) -> type[BaseModel] | None:
-    inner, _ = _unwrap_optional(annotation)
-    return inner if isinstance(inner, type) and issubclass(inner, BaseModel) else None
-
-
-def _path_fields(schema: type[BaseModel], prefix: str = "", injectable: bool = True) -> dict[str, Path | None]:
-    """Dotted keys of fields typed ``Path`` or ``Path | None``, with their relative default (if any).
-
-    A default is only kept when every section above it always exists (not Optional), so that
-    filling it in cannot create a section the user left out.
-    """
-    found: dict[str, Path | None] = {}
-    for name, info in schema.model_fields.items():
-        key = f"{prefix}{name}"
-        inner, optional = _unwrap_optional(info.annotation)
-        if isinstance(inner, type) and issubclass(inner, Path):
-            relative = isinstance(info.default, Path) and not info.default.is_absolute()
-            found[key] = info.default if injectable and relative else None
-        elif (sub := _submodel(info.annotation)) is not None:
-            found.update(_path_fields(sub, f"{key}.", injectable and not optional))
-    return found
-
-
-def _resolve_path(value: Any, base: Path) -> Any:
-    if not isinstance(value, (str, Path)) or value == "":
-        return value  # not a path (None, a typo'd type): left for the schema to accept or reject
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else base / path
-
-
-# ----------------------------------------------------------------------------- YAML and environment
-
-
-def _read_yaml(path: Path, out: _Collector) -> tuple[Any, dict[str, int]]:
-    """Parse the file and map every dotted key (and list item ``key.i``) to its 1-based line."""
-    file = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        message = f"registry file not found (looked for {path.resolve()}); pass --file or run from the folder holding experiments.yaml"
-        raise RegistryError([Problem(file, None, "", NO_VALUE, message)], file) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RegistryError([Problem(file, None, "", NO_VALUE, f"cannot read the registry file ({exc}); pass --file with a readable YAML file")], file) from None
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
-    except yaml.YAMLError as exc:
-        raise RegistryError([_syntax_problem(exc, file, text)], file) from None
-    finally:
-        loader.dispose()
-    lines: dict[str, int] = {}
-    if node is not None:
-        _map_lines(node, "", lines, lambda key, line: out.add(Problem(file, line, key, NO_VALUE, "duplicate key; YAML keeps only the last one, so remove or rename one")))
-    return data, lines
-
-
-def _syntax_problem(exc: yaml.YAMLError, file: str, text: str) -> Problem:
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-    line = mark.line + 1 if mark is not None else None
-    problem, context = getattr(exc, "problem", None), getattr(exc, "context", None)
-    message = f"invalid YAML: {problem or exc}" + (f" ({context})" if context else "")
-    source_lines = text.splitlines()
-    if line is not None and line <= len(source_lines) and "${" in source_lines[line - 1]:
-        message += '; inside {...} quote values that hold ${...}, e.g. root: "${VAR:-data}/x"'
-    return Problem(file, line, "", NO_VALUE, message)
-
-
-def _map_lines(node: yaml.Node, key: str, lines: dict[str, int], on_duplicate: Callable[[str, int], None]) -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen = set()
-        for key_node, value_node in node.value:
-            name = str(key_node.value)
-            full = f"{key}.{name}" if key else name
-            lines[full] = key_node.start_mark.line + 1
-            if name in seen and name != "<<":
-                on_duplicate(full, lines[full])
-            seen.add(name)
-            _map_lines(value_node, full, lines, on_duplicate)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            lines[f"{key}.{i}"] = item.start_mark.line + 1
-            _map_lines(item, f"{key}.{i}", lines, on_duplicate)
-
-
-def _line_for(lines: Mapping[str, int], key: str) -> int | None:
-    """The line of ``key``, or of its closest parent that has one."""
-    while key:
-        if key in lines:
-            return lines[key]
-        key = key.rpartition(".")[0]
-    return None
-
-
-def _expand_tree(value: Any, key: str, report: Callable[[str, str, str], None]) -> Any:
-    """Expand ``${VAR}`` / ``${VAR:-default}`` in every string; ``report(key, text, var)`` unset ones."""
-    if isinstance(value, str):
-        expanded, missing = _expand_vars(value)
-        for var in missing:
-            report(key, value, var)
-        return expanded
-    if isinstance(value, Mapping):
-        return {name: _expand_tree(item, f"{key}.{name}" if key else str(name), report) for name, item in value.items()}
-    if isinstance(value, list):
-        return [_expand_tree(item, f"{key}.{i}", report) for i, item in enumerate(value)]
-    return value
-
-
-def _expand_vars(text: str) -> tuple[str, list[str]]:
-    missing: list[str] = []
-
-    def substitute(match: re.Match) -> str:
-        name, default = match.group(1), match.group(3)
-        current = os.environ.get(name)
-        if current:
-            return current
-        if default is not None:  # like the shell's ${VAR:-x}: an empty variable takes the default too
-            return default
-        if current is None:
-            missing.append(name)
-            return match.group(0)
-        return current
-
-    return _ENV_RE.sub(substitute, text), missing
-
-
-def _env_problem(file: str, line: int | None, key: str, text: str, var: str) -> Problem:
-    return Problem(file, line, key, text, f"environment variable {var} is not set; export it or give a default: ${{{var}:-default}}")
+# ----------------------------------------------------------------------------- run names
 
 
 def _get(spec: BaseModel, key: str) -> Any:

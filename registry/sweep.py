@@ -28,7 +28,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from registry.search_spec import ParamSpec, PrunerSpec, SamplerSpec, SearchSpec  # noqa: F401  (re-exported)
+from registry.search_spec import ParamSpec, PrunerSpec, SearchSpec
 from registry.tracking import Tracker
 
 if TYPE_CHECKING:
