@@ -1,0 +1,68 @@
+"""`arflare sweep` end to end: real trials on tiny synthetic data, two worker processes, one study."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from arflare.cli import main
+from arflare.data.synth import generate
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sweep")
+    generate(folder / "synth", ars=10, size=24, hours=12, seed=1, progress=False, overwrite=True)
+    shutil.copy(REPO / "experiments.yaml", folder / "experiments.yaml")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.setenv("ARFLARE_CACHE", str(folder / "cache"))
+        yield folder
+
+
+def _args(ws: Path, *extra: str) -> list[str]:
+    return ["sweep", "sweep_reg_mixup", "--profile", "smoke", "--file", str(ws / "experiments.yaml"),
+            "--set", f"data.root={ws / 'synth' / 'magnetograms'}", "--set", "data.generate_if_missing=false",
+            "--set", "model.backbone=resnet10t", *extra]
+
+
+def _runs(ws: Path):
+    client = MlflowClient(tracking_uri=f"sqlite:///{ws / 'mlruns' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("arflare")
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+def test_two_workers_run_four_trials_as_child_runs_and_resume(ws, capsys):
+    assert main(_args(ws, "--trials", "4", "--workers", "2")) == 0
+    parents, children = _runs(ws)
+    assert len(parents) == 1 and len(children) == 4
+    parent = parents[0]
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert parent.info.status == "FINISHED"
+    finished = [c for c in children if c.data.tags.get("arflare.trial_state") == "COMPLETE"]
+    assert finished and all("val/tss" in c.data.metrics for c in finished)
+    assert all("model.drop_rate" in c.data.params for c in children)
+    assert "best_value" in parent.data.metrics
+    out = capsys.readouterr().out
+    assert "reproduce: arflare run sweep_reg_mixup --profile smoke" in out
+
+    # n_trials is a total: the same command again trains nothing new
+    assert main(_args(ws, "--trials", "4", "--workers", "2")) == 0
+    assert len(_runs(ws)[1]) == 4
+
+
+def test_best_prints_a_command_that_validates(ws, capsys):
+    assert main(_args(ws, "--best")) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("reproduce: "))
+    command = shlex.split(line.removeprefix("reproduce: "))
+    assert command[:3] == ["arflare", "run", "sweep_reg_mixup"]
+    assert main([*command[1:], "--file", str(ws / "experiments.yaml"), "--dry-run"]) == 0
