@@ -24,6 +24,8 @@ from PIL import Image  # noqa: E402
 
 from arflare.data.shards import iter_members, read_member  # noqa: E402
 
+STRETCH_LEVELS = 32  # grey levels either side of 128 shown black..white (~1500 G)
+
 
 def pick_frames(truth: pd.DataFrame, *, per_class: int, seed: int) -> pd.DataFrame:
     """Test frames: ``per_class`` flaring ones (largest flares first, one per AR when possible) and quiet ones."""
@@ -55,10 +57,12 @@ def draw(frames: pd.DataFrame, images: dict[str, np.ndarray], out: Path, *, colu
     for ax in axes.flat:
         ax.axis("off")
     for ax, row in zip(axes.flat, frames.itertuples()):
-        ax.imshow(images[row.key], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        # Display stretched to +-STRETCH_LEVELS grey levels (about +-1500 G) around 0 G; the PNGs span +-6000 G.
+        ax.imshow(images[row.key], cmap="gray", vmin=128 - STRETCH_LEVELS, vmax=128 + STRETCH_LEVELS, interpolation="nearest")
         flare = row.reg_label if row.label else "no flare"
         ax.set_title(f"AR {row.ar} {row.timestamp:%m-%d %H:%M}\n{flare}", fontsize=8)
-    fig.suptitle("Synthetic test magnetograms: flaring in the next 24 h (top), quiet (bottom)", fontsize=9)
+    fig.suptitle("Synthetic test magnetograms: flaring in the next 24 h (top), quiet (bottom); "
+                 f"grey scale +-{STRETCH_LEVELS * 6000 / 127:.0f} G", fontsize=9)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=80)
