@@ -168,7 +168,7 @@ def test_nan_loss_fails_the_run_and_keeps_earlier_checkpoints_and_runs(ws, finis
     assert ws.client.get_run(finished.info.run_id).info.status == "FINISHED"
 
 
-@pytest.mark.parametrize("name", SEED_EXPERIMENTS[2:])
+@pytest.mark.parametrize("name", [n for n in SEED_EXPERIMENTS if n != "exp2_basic_aug"])
 def test_seed_experiments_run_end_to_end_in_smoke(ws, name):
     assert ws.run(name) == 0
     (run,) = [r for r in ws.runs(name) if r.info.status == "FINISHED"]
