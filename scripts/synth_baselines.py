@@ -126,14 +126,46 @@ def evaluate(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def load(root: Path) -> pd.DataFrame:
+    """Features of every frame plus what a forecaster may know (and the oracle's p_label)."""
+    truth = pd.read_parquet(root / "ground_truth.parquet", columns=TRUTH_COLUMNS)
+    return add_history(truth.merge(read_features(root), on="key", validate="one_to_one"))
+
+
+def over_seeds(seeds: int, ars: int) -> pd.DataFrame:
+    """The baselines on ``seeds`` freshly generated default-size sets: mean and std per model."""
+    import tempfile
+
+    from arflare.data.synth import generate
+
+    tables = []
+    for seed in range(seeds):
+        with tempfile.TemporaryDirectory() as tmp:
+            generate(Path(tmp) / "set", ars=ars, seed=seed, progress=False)
+            frame = load(Path(tmp) / "set")
+        if frame[frame["split"] == "test"]["label"].nunique() == 2:
+            tables.append(evaluate(frame).assign(seed=seed))
+    table = pd.concat(tables)
+    summary = table.groupby("model", sort=False)[["test AUC", "test TSS"]].agg(["mean", "std"])
+    summary.columns = [f"{metric} {stat}" for metric, stat in summary.columns]
+    return summary.reset_index().assign(seeds=len(tables))
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Read a synthetic data set, print the baseline table."""
+    """Read a synthetic data set (or generate several), print the baseline table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root", type=Path, required=True, help="data set folder written by `arflare synth`")
+    parser.add_argument("--root", type=Path, help="data set folder written by `arflare synth`")
+    parser.add_argument("--seeds", type=int, help="instead of --root: generate this many sets (seeds 0..N-1) and average")
+    parser.add_argument("--ars", type=int, default=None, help="with --seeds: active regions per set (default: synth's default)")
     args = parser.parse_args(argv)
-    # Only what a forecaster may know (plus the oracle's p_label); the latent physics stays hidden.
-    truth = pd.read_parquet(args.root / "ground_truth.parquet", columns=TRUTH_COLUMNS)
-    frame = add_history(truth.merge(read_features(args.root), on="key", validate="one_to_one"))
+    if args.seeds:
+        from arflare.data.synth import DEFAULT_ARS
+
+        print(over_seeds(args.seeds, args.ars or DEFAULT_ARS).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        return 0
+    if args.root is None:
+        parser.error("give --root DIR or --seeds N")
+    frame = load(args.root)
     for split in SPLITS:
         part = frame[frame["split"] == split]
         print(f"{split:<5}: {part['ar'].nunique():>4} ARs {len(part):>7} frames {part['label'].mean():6.1%} positive")
