@@ -168,7 +168,7 @@ def _run_one(registry, tracker, run, index, spec_hash: str, *, profile: str | No
     print(f"run {run.name}", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="arflare-") as tmp:
         log_file = Path(tmp) / "log.txt"
-        handler = _attach_log_file(log_file)
+        handlers = _attach_log_file(log_file)
         try:
             with tracker.start_run(run_name=run.name, tags=tags, params=flatten(spec_dict), log_file=log_file) as handle:
                 handle.log_dict(spec_dict, "spec.yaml")
@@ -181,8 +181,7 @@ def _run_one(registry, tracker, run, index, spec_hash: str, *, profile: str | No
                   f"(arflare ui)", file=sys.stderr)
             return False
         finally:
-            logging.getLogger("arflare").removeHandler(handler)
-            handler.close()
+            _detach(handlers)
     print(f"done {run.name}: run {handle.run_id}\n  {_headline(result.metrics)}\n  threshold {result.threshold:.4f} "
           f"(chosen on val), best epoch {result.best_epoch}/{result.epochs_run}\n  look: arflare ui  |  arflare compare --metric tss")
     return True
@@ -211,11 +210,23 @@ def _headline(metrics) -> str:
     return "  ".join(f"test {label} {metrics[f'test/{name}']:.3f}" for label, name in HEADLINE if f"test/{name}" in metrics) or "no test metrics"
 
 
-def _attach_log_file(path: Path) -> logging.Handler:
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+def _attach_log_file(path: Path) -> list[logging.Handler]:
+    """Send the run's log to ``path`` (uploaded as log.txt) and its epoch summaries to the terminal."""
+    to_file = logging.FileHandler(path)
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    to_terminal = logging.StreamHandler(sys.stderr)
+    to_terminal.setFormatter(logging.Formatter("  %(message)s"))
     logger = logging.getLogger("arflare")
     logger.setLevel(logging.INFO)
-    logger.addHandler(handler)
-    return handler
+    logger.propagate = False  # libraries' root handlers must not print our lines twice
+    for handler in (to_file, to_terminal):
+        logger.addHandler(handler)
+    return [to_file, to_terminal]
 
+
+def _detach(handlers: list[logging.Handler]) -> None:
+    logger = logging.getLogger("arflare")
+    for handler in handlers:
+        logger.removeHandler(handler)
+        handler.close()
+    logger.propagate = True
