@@ -36,6 +36,11 @@ typical session:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``arflare`` script; returns the process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["synth"]:  # synth owns its flags (and its --help); it never needs the registry
+        from arflare.data.synth import main as synth_main
+
+        return synth_main(argv[1:])
     parser = _build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
@@ -91,12 +96,12 @@ def _build_parser() -> argparse.ArgumentParser:
 
     add("list", _cmd_list, "list experiments: name, extends, description, runs so far", "arflare list")
     cmd = add("show", _cmd_show, "print an experiment's resolved spec as YAML", "arflare show exp2_basic_aug --profile smoke", (common, resolve))
-    cmd.add_argument("name", metavar="NAME")
+    cmd.add_argument("name", metavar="NAME", help="an experiment from the registry")
     cmd = add("validate", _cmd_validate, "check a registry file and report every problem at once", "arflare validate experiments.yaml")
     cmd.add_argument("path", nargs="?", metavar="FILE", help="file to validate (default: --file)")
     cmd = add("run", _cmd_run, "train and track one or more experiments (seeds x grid expand into runs)",
               "arflare run exp2_basic_aug --profile smoke --set train.lr=3e-4", (common, resolve))
-    cmd.add_argument("names", nargs="+", metavar="NAME")
+    cmd.add_argument("names", nargs="+", metavar="NAME", help="experiments from the registry (arflare list shows them)")
     cmd.add_argument("--force", action="store_true", help="run even when an identical spec+data already has a FINISHED run")
     cmd.add_argument("--dry-run", action="store_true", help="validate and list the runs that would start; train nothing")
     cmd = add("compare", _cmd_compare, "rank tracked runs by a skill score", "arflare compare --metric tss --split test --top 10")
@@ -107,9 +112,8 @@ def _build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--format", choices=("table", "csv", "json", "markdown"), default="table")
     cmd = add("ui", _cmd_ui, "open the MLflow UI on 127.0.0.1 for this store", "arflare ui --port 5000")
     cmd.add_argument("--port", type=int, default=5000)
-    cmd = add("synth", _cmd_synth, "write the synthetic AR-flares data set (same format as the real shards)",
-              "arflare synth --out data/synthetic --ars 60 --size 64 --seed 0", parents=())
-    cmd.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    add("synth", None, "write the synthetic AR-flares data set (same format as the real shards; arflare synth --help)",
+        "arflare synth --out data/synthetic --ars 60 --size 64 --seed 0", parents=())
     cmd = add("index", _cmd_index, "index shards (cached outside the data root) and print per-split statistics",
               "arflare index data/synthetic/magnetograms --flow-root data/synthetic/flow", parents=())
     cmd.add_argument("root", type=Path)
@@ -182,12 +186,6 @@ def _cmd_ui(args) -> int:
     command = tracker.ui_command(port=args.port)
     print(f"MLflow UI on http://127.0.0.1:{args.port} (Ctrl-C to stop)", file=sys.stderr)
     return subprocess.call(command)
-
-
-def _cmd_synth(args) -> int:
-    from arflare.data.synth import main as synth_main
-
-    return synth_main(args.rest)
 
 
 def _cmd_index(args) -> int:

@@ -236,3 +236,16 @@ def _artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> se
     for item in client.list_artifacts(run_id, path):
         found |= _artifacts(client, run_id, item.path) if item.is_dir else {item.path}
     return found
+
+
+def test_synth_then_index_through_the_cli(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ARFLARE_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "set"
+    assert main(["synth", "--out", str(out), "--ars", "6", "--size", "16", "--hours", "8", "--quiet"]) == 0
+    assert sorted(p.name for p in (out / "magnetograms").iterdir()) == ["test", "train", "val"]
+    capsys.readouterr()
+    assert main(["index", str(out / "magnetograms"), "--flow-root", str(out / "flow"), "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [row["split"] for row in report["splits"]] == ["train", "val", "test"] and report["fingerprint"]
+    assert main(["index", str(tmp_path / "nowhere")]) == 2
+    assert "missing" in capsys.readouterr().err
