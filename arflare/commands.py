@@ -125,7 +125,7 @@ def run_experiments(registry, names: Sequence[str], *, profile: str | None, sets
     failed = 0
     for run in plans:
         index = indexes[_data_key(run.spec)]
-        spec_hash = run.spec.spec_hash(index.fingerprint)
+        spec_hash = run.spec.spec_hash(input_fingerprint(run.spec, index))
         existing = tracker.find_finished(spec_hash=spec_hash)
         if existing is not None and not force:
             print(f"skip {run.name}: identical spec and data already FINISHED as run {existing.run_id} "
@@ -135,8 +135,21 @@ def run_experiments(registry, names: Sequence[str], *, profile: str | None, sets
     return 1 if failed else 0
 
 
+def input_fingerprint(spec, index) -> str:
+    """What a run reads, by content: the shards' fingerprint and the pretrained weights' digest."""
+    if spec.model.pretrained_path is None:
+        return index.fingerprint
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(spec.model.pretrained_path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return f"{index.fingerprint}+weights:{digest.hexdigest()[:16]}"
+
+
 def _data_key(spec) -> tuple:
-    return spec.data.root, spec.data.flow_root if spec.data.input_mode == "flow" else None
+    return spec.data.root, spec.data.flow_root if spec.data.input_mode == "flow" else None, spec.data.strict
 
 
 def _dry_run(plans) -> int:
@@ -147,7 +160,7 @@ def _dry_run(plans) -> int:
             where = f"data {data.root} (missing: would be generated)"
         else:
             index = prepare_data(run.spec)
-            where = f"spec {run.spec.spec_hash(index.fingerprint)}  data {index.root} ({len(index.table)} samples)"
+            where = f"spec {run.spec.spec_hash(input_fingerprint(run.spec, index))}  data {index.root} ({len(index.table)} samples)"
         print(f"would run {run.name}  {where}")
     return 0
 

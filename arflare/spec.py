@@ -33,8 +33,11 @@ _COMPATIBLE: dict[str, tuple[str, ...]] = {
     "multiscale": ("single",),
     "diff": ("diff_attention", "single"),
 }
-# Spec fields that change how fast a run goes but not what it computes: left out of the hash.
-_NOT_HASHED = {("data", "num_workers"), ("data", "cache_dir"), ("train", "device")}
+# Fields that change where things are or how fast a run goes, not what it computes: left out of
+# the hash. The data itself is identified by the index fingerprint passed to spec_hash, so the
+# same shards in another checkout or on a cluster hash the same.
+_NOT_HASHED = {("data", "root"), ("data", "flow_root"), ("data", "generate_if_missing"), ("data", "num_workers"),
+               ("data", "cache_dir"), ("train", "device"), ("eval", "plots")}
 
 
 class _Spec(BaseModel):
@@ -192,7 +195,12 @@ class RunSpec(_Spec):
         return 1
 
     def spec_hash(self, data_fingerprint: str = "") -> str:
-        """Identity of a run: the resolved spec (minus speed-only knobs) plus the data it reads."""
+        """Identity of a run: the resolved spec (minus location and speed knobs) plus what it reads.
+
+        Args:
+            data_fingerprint: Identifies the inputs: the shard index's content fingerprint, plus
+                the pretrained weights' digest when there are any (see ``arflare.commands.input_fingerprint``).
+        """
         dumped = self.model_dump(mode="json")
         for section, key in _NOT_HASHED:
             dumped[section].pop(key, None)

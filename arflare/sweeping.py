@@ -70,7 +70,7 @@ def run_trial(params: Mapping[str, object], reporter, *, registry_path: str, nam
 
     if threads is not None:
         torch.set_num_threads(threads)
-    from arflare.commands import prepare_data
+    from arflare.commands import input_fingerprint, prepare_data
     from arflare.spec import RunSpec
     from arflare.trainer import train
     from registry.loader import load_registry
@@ -90,7 +90,7 @@ def run_trial(params: Mapping[str, object], reporter, *, registry_path: str, nam
     with tempfile.TemporaryDirectory(prefix="arflare-trial-") as tmp:
         result = train(run.spec, index=index, reporter=reporter, out_dir=Path(tmp), progress=False)
     # Tagged only now: a pruned or failed trial must not count as a finished run of this spec.
-    reporter.set_tags({"arflare.spec_hash": run.spec.spec_hash(index.fingerprint)})
+    reporter.set_tags({"arflare.spec_hash": run.spec.spec_hash(input_fingerprint(run.spec, index))})
     return float(result.metrics[objective])
 
 

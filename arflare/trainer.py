@@ -87,7 +87,11 @@ def train(spec: RunSpec, *, index: DataIndex, reporter: Reporter, out_dir: Path,
     model = build_model_from_spec(spec).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    steps_per_epoch = len(loaders["train"]) if spec.train.max_steps_per_epoch is None else min(len(loaders["train"]), spec.train.max_steps_per_epoch)
+    datasets["train"].set_epoch(1)
+    loaders["train"].sampler.set_epoch(1)
+    # Balanced epochs vary a little in length: the schedule is sized from epoch 1's draw and
+    # stepped by a running update count, so it never skips or repeats a step.
+    steps_per_epoch = _epoch_steps(loaders["train"], spec.train.max_steps_per_epoch)
     optimizer, scheduler = build_optimizer(spec, model, steps_per_epoch=steps_per_epoch)
     loss_fn = build_loss_from_spec(spec).to(device)
     mixup = build_mixup_from_spec(spec)
@@ -95,17 +99,19 @@ def train(spec: RunSpec, *, index: DataIndex, reporter: Reporter, out_dir: Path,
              spec.model.backbone, device, len(datasets["train"]), len(datasets["val"]), len(datasets["test"]), steps_per_epoch)
 
     history: dict[str, list[float]] = {}
-    best_value, best_epoch, threshold, stale = -math.inf, 0, 0.5, 0
+    best_value, best_epoch, threshold, stale, updates = -math.inf, 0, 0.5, 0, 0
+    constrained = True
     try:
         for epoch in range(1, spec.train.epochs + 1):
             started = time.perf_counter()
             datasets["train"].set_epoch(epoch)
             loaders["train"].sampler.set_epoch(epoch)
-            train_loss = _train_epoch(model, loaders["train"], loss_fn, mixup, optimizer, scheduler, device,
-                                      epoch=epoch, steps=steps_per_epoch, step0=(epoch - 1) * steps_per_epoch,
-                                      grad_clip=spec.train.grad_clip, progress=progress)
+            train_loss, steps = _train_epoch(model, loaders["train"], loss_fn, mixup, optimizer, scheduler, device,
+                                             epoch=epoch, max_steps=spec.train.max_steps_per_epoch, step0=updates,
+                                             grad_clip=spec.train.grad_clip, progress=progress)
+            updates += steps
             val = _predict(model, loaders["val"], loss_fn, device)
-            epoch_threshold = _choose_threshold(spec, val)
+            epoch_threshold, epoch_constrained = _choose_threshold(spec, val)
             scores = {"loss": val.loss, **skill.evaluate(val.labels, val.scores, threshold=epoch_threshold)}
             epoch_metrics = {"train/loss": train_loss, "epoch_seconds": time.perf_counter() - started,
                              **{f"val/{name}": value for name, value in scores.items()}}
@@ -118,15 +124,16 @@ def train(spec: RunSpec, *, index: DataIndex, reporter: Reporter, out_dir: Path,
                      val.loss, scores["auc"], scores["tss"], epoch_metrics["epoch_seconds"])
             if best_epoch == 0 or monitored > best_value + spec.train.early_stopping.min_delta:
                 best_value, best_epoch, threshold, stale = monitored, epoch, epoch_threshold, 0
+                constrained = epoch_constrained
                 _save_checkpoint(ckpt_dir / "best.pt", model, spec, epoch=epoch, threshold=threshold)
             else:
                 stale += 1
             if _should_stop(spec, epoch, stale):
                 log.info("early stopping after epoch %d: no %s improvement for %d epochs", epoch, spec.eval.monitor, stale)
                 break
-        _save_checkpoint(ckpt_dir / "last.pt", model, spec, epoch=epoch, threshold=threshold)
+        _save_checkpoint(ckpt_dir / "last.pt", model, spec, epoch=epoch, threshold=epoch_threshold)
         result = _final_evaluation(spec, model, loaders, loss_fn, device, ckpt_dir / "best.pt", out_dir, reporter,
-                                   history=history, best_epoch=best_epoch, epochs_run=epoch)
+                                   history=history, best_epoch=best_epoch, epochs_run=epoch, constrained=constrained)
     finally:
         # Checkpoints written so far are reported even when the run fails (NaN loss, Ctrl-C).
         for path in sorted(ckpt_dir.glob("*.pt")):
@@ -134,13 +141,13 @@ def train(spec: RunSpec, *, index: DataIndex, reporter: Reporter, out_dir: Path,
     return result
 
 
-def _train_epoch(model, loader, loss_fn, mixup, optimizer, scheduler, device, *, epoch, steps, step0, grad_clip, progress) -> float:
+def _train_epoch(model, loader, loss_fn, mixup, optimizer, scheduler, device, *, epoch, max_steps, step0, grad_clip,
+                 progress) -> tuple[float, int]:
+    """One pass over the (balanced) training set, or ``max_steps`` of it; returns mean loss and steps taken."""
     model.train()
-    total, count = 0.0, 0
-    bar = tqdm(total=steps, desc=f"epoch {epoch}", unit="step", leave=False, disable=not progress)
+    total, count, step = 0.0, 0, 0
+    bar = tqdm(total=_epoch_steps(loader, max_steps), desc=f"epoch {epoch}", unit="step", leave=False, disable=not progress)
     for step, batch in enumerate(loader, start=1):
-        if step > steps:
-            break
         inputs, target = _to_device(batch, device)
         if mixup is not None:
             inputs["image"], target = mixup(inputs["image"], target.long())
@@ -159,8 +166,14 @@ def _train_epoch(model, loader, loss_fn, mixup, optimizer, scheduler, device, *,
         count += len(target)
         bar.update()
         bar.set_postfix(loss=f"{total / count:.4f}")
+        if max_steps is not None and step >= max_steps:
+            break
     bar.close()
-    return total / max(count, 1)
+    return total / max(count, 1), step
+
+
+def _epoch_steps(loader, max_steps: int | None) -> int:
+    return len(loader) if max_steps is None else min(len(loader), max_steps)
 
 
 @torch.no_grad()
@@ -169,8 +182,7 @@ def _predict(model, loader, loss_fn, device) -> _Split:
     labels, scores, indices, total = [], [], [], 0.0
     for batch in loader:
         inputs, target = _to_device(batch, device)
-        with _autocast(device):
-            logits = model(inputs)
+        logits = model(inputs)  # fp32 even on CUDA: bf16 logits would tie scores that rare-event metrics separate
         total += loss_fn(logits.float(), target).item() * len(target)
         labels.append(target.cpu().numpy())
         scores.append(positive_probability(logits.float()).cpu().numpy())
@@ -180,7 +192,8 @@ def _predict(model, loader, loss_fn, device) -> _Split:
                   indices=np.concatenate(indices).astype(int))
 
 
-def _final_evaluation(spec, model, loaders, loss_fn, device, best_path, out_dir, reporter, *, history, best_epoch, epochs_run) -> TrainResult:
+def _final_evaluation(spec, model, loaders, loss_fn, device, best_path, out_dir, reporter, *, history, best_epoch, epochs_run,
+                      constrained) -> TrainResult:
     """Reload the best checkpoint, re-score val, then test once with val's threshold."""
     checkpoint = torch.load(best_path, map_location=device, weights_only=False)
     model.load_state_dict(checkpoint["model"])
@@ -198,8 +211,8 @@ def _final_evaluation(spec, model, loaders, loss_fn, device, best_path, out_dir,
     reporter.log_metrics({k: v for k, v in final.items() if k.startswith("val/")}, step=epochs_run)
     reporter.log_metrics({k: v for k, v in final.items() if k.startswith("test/")}, step=best_epoch)
     reporter.log_metrics({"best_epoch": best_epoch, "threshold": threshold})
-    reporter.log_dict({"metrics": final, "threshold": threshold, "best_epoch": best_epoch, "epochs_run": epochs_run,
-                       "history": history}, "metrics.json")
+    reporter.log_dict({"metrics": final, "threshold": threshold, "threshold_meets_constraints": constrained,
+                       "best_epoch": best_epoch, "epochs_run": epochs_run, "history": history}, "metrics.json")
     from arflare.reports import write_predictions, write_plots
 
     for split, result in splits.items():
@@ -212,13 +225,14 @@ def _final_evaluation(spec, model, loaders, loss_fn, device, best_path, out_dir,
     return TrainResult(metrics=final, best_epoch=best_epoch, epochs_run=epochs_run, threshold=threshold, history=history)
 
 
-def _choose_threshold(spec: RunSpec, split: _Split) -> float:
+def _choose_threshold(spec: RunSpec, split: _Split) -> tuple[float, bool]:
+    """The validation threshold, and whether it meets eval.min_recall / min_precision (recorded in metrics.json)."""
     try:
         return skill.choose_threshold(split.labels, split.scores, metric=spec.eval.threshold_metric,
-                                      min_recall=spec.eval.min_recall, min_precision=spec.eval.min_precision)
+                                      min_recall=spec.eval.min_recall, min_precision=spec.eval.min_precision), True
     except ValueError as exc:  # constraint cannot be met on this epoch's scores: fall back, say so
         log.warning("%s; using the unconstrained %s-optimal threshold this epoch", exc, spec.eval.threshold_metric)
-        return skill.choose_threshold(split.labels, split.scores, metric=spec.eval.threshold_metric)
+        return skill.choose_threshold(split.labels, split.scores, metric=spec.eval.threshold_metric), False
 
 
 def _should_stop(spec: RunSpec, epoch: int, stale: int) -> bool:
@@ -238,10 +252,16 @@ def _make_loaders(spec: RunSpec, datasets, device) -> dict[str, DataLoader]:
 
     common = {"num_workers": spec.data.num_workers, "pin_memory": device.type == "cuda",
               "persistent_workers": spec.data.num_workers > 0}
-    loaders = {"train": DataLoader(datasets["train"], batch_size=spec.train.batch_size, sampler=build_sampler(spec, datasets["train"]),
-                                   drop_last=spec.train.mixup.enabled or len(datasets["train"]) > spec.train.batch_size, **common)}
+    # Each loader draws its worker seeds from its own generator, not torch's global one, so the
+    # dropout/drop-path masks (global RNG) are the same whatever data.num_workers is.
+    def seeded() -> torch.Generator:
+        return torch.Generator().manual_seed(spec.train.seed)
+
+    sampler = build_sampler(spec, datasets["train"])
+    loaders = {"train": DataLoader(datasets["train"], batch_size=spec.train.batch_size, sampler=sampler, generator=seeded(),
+                                   drop_last=spec.train.mixup.enabled or len(sampler) > spec.train.batch_size, **common)}
     for split in ("val", "test"):
-        loaders[split] = DataLoader(datasets[split], batch_size=spec.train.batch_size * 2, shuffle=False, **common)
+        loaders[split] = DataLoader(datasets[split], batch_size=spec.train.batch_size * 2, shuffle=False, generator=seeded(), **common)
     return loaders
 
 

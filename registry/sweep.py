@@ -64,6 +64,7 @@ class TrialReporter:
         self._run = run
         self._trial = trial
         self._objective = objective
+        self._reported: set[int] = set()
 
     @property
     def run_id(self) -> str:
@@ -81,7 +82,10 @@ class TrialReporter:
         if self._objective not in metrics:
             return
         value = _finite(self._objective, metrics[self._objective], f"at step {step}")
-        if step is not None:
+        # Only a new step feeds the pruner: a summary logged again at an epoch already reported
+        # (the best checkpoint's scores, after training) must not prune a finished trial.
+        if step is not None and step not in self._reported:
+            self._reported.add(step)
             self._trial.report(value, step)
             if self._trial.should_prune():
                 raise optuna.TrialPruned(f"{self._objective}={value:.6g} at step {step}")

@@ -42,7 +42,7 @@ def bench_throughput(backbone: str, size: int, n_batches: int, batch: int) -> tu
         model = build_model_from_spec(spec)
         optimizer, scheduler = build_optimizer(spec, model, steps_per_epoch=n_batches)
         _train_epoch(model, batches, build_loss_from_spec(spec), None, optimizer, scheduler, torch.device("cpu"),
-                     epoch=1, steps=n_batches, step0=0, grad_clip=spec.train.grad_clip, progress=True)
+                     epoch=1, max_steps=n_batches, step0=0, grad_clip=spec.train.grad_clip, progress=True)
 
     def run_bare() -> None:
         torch.manual_seed(0)

@@ -74,8 +74,9 @@ def test_spec_hash_tracks_what_changes_results():
     assert base.spec_hash("fp") == RunSpec().spec_hash("fp")
     assert base.spec_hash("fp") != base.spec_hash("other-data")
     assert base.spec_hash("fp") != RunSpec.model_validate({"train": {"lr": 3e-4}}).spec_hash("fp")
-    # worker count changes speed, not results
+    # worker count changes speed, not results; where the shards lie is not what they are
     assert base.spec_hash("fp") == RunSpec.model_validate({"data": {"num_workers": 2}}).spec_hash("fp")
+    assert base.spec_hash("fp") == RunSpec.model_validate({"data": {"root": "/scratch/elsewhere"}}).spec_hash("fp")
 
 
 def test_every_field_is_described():

@@ -280,3 +280,27 @@ def test_sweep_module_imports_neither_torch_nor_arflare() -> None:
     code = "import sys, registry.sweep; print(sorted({'torch', 'arflare'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2])
     assert out.stdout.strip() == "[]"
+
+
+def test_a_step_reported_again_never_prunes():
+    class Run:
+        run_id = "r"
+
+        def log_metrics(self, metrics, *, step=None):
+            self.logged = (metrics, step)
+
+    class Trial:
+        def __init__(self):
+            self.reports = []
+
+        def report(self, value, step):
+            self.reports.append((value, step))
+
+        def should_prune(self):
+            return len(self.reports) > 1  # would prune on a second report
+
+    trial = Trial()
+    reporter = TrialReporter(run=Run(), trial=trial, objective="val/score")
+    reporter.log_metrics({"val/score": 0.5}, step=1)
+    reporter.log_metrics({"val/score": 0.7}, step=1)  # the final summary at the last epoch's step
+    assert trial.reports == [(0.5, 1)]
