@@ -78,7 +78,9 @@ class FlareDataset(torch.utils.data.Dataset):
         _check_args(index, split, mode, image_size, offsets_min, min_flare_class)
         table = index.table[index.table["split"] == split].reset_index(drop=True)
         offsets = {"frame": (0,), "flow": (0,), "diff": (0, -CADENCE_S // 60)}.get(mode, tuple(offsets_min))
-        rows, complete = resolve_history(table, offsets)
+        # A difference image with a missing previous frame says "no change" (the frame itself),
+        # not "the change since the AR was first seen", which is what padding with the earliest would say.
+        rows, complete = resolve_history(table, offsets, fill="self" if mode == "diff" else "earliest")
         keep = complete if require_complete_history else np.ones(len(table), dtype=bool)
         if not keep.any():
             raise DataError(
@@ -199,12 +201,14 @@ class FlareDataset(torch.utils.data.Dataset):
         return f"{self._table.at[row, 'key']}.{ext}"
 
 
-def resolve_history(table: pd.DataFrame, offsets_min: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+def resolve_history(table: pd.DataFrame, offsets_min: Sequence[int], *,
+                    fill: Literal["earliest", "self"] = "earliest") -> tuple[np.ndarray, np.ndarray]:
     """Row of each sample's frame at each offset, and whether all were found.
 
     ``table`` must hold one split sorted by (ar, timestamp). A frame counts as found
     at exactly ``t + offset`` or at the nearest earlier frame of the same AR within
-    one cadence; a missing one is replaced by the AR's earliest frame.
+    one cadence; a missing one is replaced by the AR's earliest frame (``fill="earliest"``)
+    or by the sample's own frame (``fill="self"``).
 
     Returns:
         ``rows`` of shape ``(len(table), len(offsets_min))`` and ``complete`` ``(len(table),)``.
@@ -222,7 +226,7 @@ def resolve_history(table: pd.DataFrame, offsets_min: Sequence[int]) -> tuple[np
         target = combined + offset * 60
         pos = np.searchsorted(combined, target, side="right") - 1
         found = (pos >= first) & (target - combined[np.maximum(pos, 0)] <= CADENCE_S)
-        rows[:, j] = np.where(found, pos, first)
+        rows[:, j] = np.where(found, pos, first if fill == "earliest" else np.arange(len(table)))
         complete &= found
     return rows, complete
 

@@ -7,6 +7,7 @@ import pickle
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -302,3 +303,14 @@ def test_sampler_replicas_get_disjoint_equal_slices():
     together = [i for p in parts for i in p]
     assert set(together) == set(range(999)) and len(together) == 1000
     assert len(set(parts[0]) & set(parts[1])) == 0
+
+
+def test_diff_after_a_gap_is_no_change_not_change_since_the_first_frame():
+    from arflare.data.datasets import resolve_history
+
+    times = pd.to_datetime(["2010-05-05 00:00", "2010-05-05 00:12", "2010-05-05 01:00"])
+    table = pd.DataFrame({"ar": ["1069"] * 3, "timestamp": times})
+    rows, complete = resolve_history(table, (0, -12), fill="self")
+    assert rows[2].tolist() == [2, 2] and not complete[2]  # 00:48 is missing: I_t - I_t = 0
+    assert resolve_history(table, (0, -12))[0][2].tolist() == [2, 0]  # sequences pad with the AR's first frame
+    assert rows[1].tolist() == [1, 0] and complete[1]
