@@ -24,6 +24,9 @@ def sweep(registry, name: str, *, profile: str | None, sets: Sequence[str], tria
     """Run (or resume) the study of experiment ``name``, or print its best trial with ``best``."""
     from registry.sweep import best_trial, default_storage, run_sweep
     from registry.tracking import default_artifact_location, resolve_tracking_uri
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own one line per trial is enough
 
     entry = registry.experiments.get(name)
     if entry is None or entry.search is None:
@@ -42,9 +45,6 @@ def sweep(registry, name: str, *, profile: str | None, sets: Sequence[str], tria
     from arflare.commands import prepare_data
 
     prepare_data(runs[0].spec)  # generate/index once here, not in every worker
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial comes from run_sweep
     # K workers on C cores: each trains with C/K threads instead of all fighting for every core.
     threads = max(1, (os.cpu_count() or 1) // workers)
     trial_fn = functools.partial(run_trial, registry_path=str(registry.path), name=name, profile=profile,
