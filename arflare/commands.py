@@ -117,10 +117,7 @@ def run_experiments(registry, names: Sequence[str], *, profile: str | None, sets
         preflight(spec)
     if dry_run:
         return _dry_run(plans)
-    indexes = {}
-    for run in plans:  # every data root is checked before the first run starts
-        if _data_key(run.spec) not in indexes:
-            indexes[_data_key(run.spec)] = prepare_data(run.spec)
+    indexes = _prepare_all(plans)  # every data root is checked before the first run starts
     tracker = open_tracker(registry)
     failed = 0
     for run in plans:
@@ -152,14 +149,24 @@ def _data_key(spec) -> tuple:
     return spec.data.root, spec.data.flow_root if spec.data.input_mode == "flow" else None, spec.data.strict
 
 
+def _prepare_all(plans) -> dict:
+    """One index per distinct data input, shared by the runs that read it."""
+    indexes = {}
+    for run in plans:
+        if _data_key(run.spec) not in indexes:
+            indexes[_data_key(run.spec)] = prepare_data(run.spec)
+    return indexes
+
+
 def _dry_run(plans) -> int:
     """List what would run; index existing data, but generate nothing."""
+    missing = [run for run in plans if run.spec.data.generate_if_missing and not run.spec.data.root.exists()]
+    indexes = _prepare_all([run for run in plans if run not in missing])
     for run in plans:
-        data = run.spec.data
-        if data.generate_if_missing and not data.root.exists():
-            where = f"data {data.root} (missing: would be generated)"
+        if run in missing:
+            where = f"data {run.spec.data.root} (missing: would be generated)"
         else:
-            index = prepare_data(run.spec)
+            index = indexes[_data_key(run.spec)]
             where = f"spec {run.spec.spec_hash(input_fingerprint(run.spec, index))}  data {index.root} ({len(index.table)} samples)"
         print(f"would run {run.name}  {where}")
     return 0
@@ -167,7 +174,6 @@ def _dry_run(plans) -> int:
 
 def _run_one(registry, tracker, run, index, spec_hash: str, *, profile: str | None) -> bool:
     from arflare.trainer import train
-    from registry.loader import flatten
     from registry.tracking import git_state
 
     commit, dirty = git_state(registry.path.parent)
@@ -183,7 +189,7 @@ def _run_one(registry, tracker, run, index, spec_hash: str, *, profile: str | No
         log_file = Path(tmp) / "log.txt"
         handlers = _attach_log_file(log_file)
         try:
-            with tracker.start_run(run_name=run.name, tags=tags, params=flatten(spec_dict), log_file=log_file) as handle:
+            with tracker.start_run(run_name=run.name, tags=tags, params=spec_dict, log_file=log_file) as handle:
                 handle.log_dict(spec_dict, "spec.yaml")
                 result = train(run.spec, index=index, reporter=handle, out_dir=Path(tmp) / "out")
         except KeyboardInterrupt:

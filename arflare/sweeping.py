@@ -73,7 +73,7 @@ def run_trial(params: Mapping[str, object], reporter, *, registry_path: str, nam
     from arflare.commands import input_fingerprint, prepare_data
     from arflare.spec import RunSpec
     from arflare.trainer import train
-    from registry.loader import load_registry
+    from registry.loader import flatten, load_registry
 
     registry = load_registry(registry_path, RunSpec, seed_key="train.seed")
     trial_sets = [*sets, *(f"{key}={json.dumps(value)}" for key, value in params.items())]
@@ -85,7 +85,7 @@ def run_trial(params: Mapping[str, object], reporter, *, registry_path: str, nam
     reporter.set_tags({"arflare.data_fingerprint": index.fingerprint, "arflare.git_commit": commit or "unknown",
                        "arflare.git_dirty": str(dirty).lower()})
     # the sampled values are already logged under their own keys; log the rest of the spec beside them
-    reporter.log_params({k: v for k, v in _flat(run.spec.model_dump(mode="json")).items() if k not in params})
+    reporter.log_params({k: v for k, v in flatten(run.spec.model_dump(mode="json")).items() if k not in params})
     reporter.log_dict(run.spec.model_dump(mode="json"), "spec.yaml")
     with tempfile.TemporaryDirectory(prefix="arflare-trial-") as tmp:
         result = train(run.spec, index=index, reporter=reporter, out_dir=Path(tmp), progress=False)
@@ -146,12 +146,3 @@ def _print_best(best, name: str, profile: str | None, sets: Sequence[str]) -> in
     print("reproduce: " + reproduce_command(name, profile, sets, params))
     return 0
 
-
-def _flat(d: Mapping, prefix: str = "") -> dict[str, object]:
-    out: dict[str, object] = {}
-    for key, value in d.items():
-        if isinstance(value, Mapping):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out

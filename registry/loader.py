@@ -22,28 +22,12 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from registry._build import _Builder, _choices, _get, _merge, _note, _set_layer, _short, _unflatten
-from registry._common import (
-    DEFAULT_PROJECT,
-    RESERVED_KEYS,
-    SET_SOURCE,
-    TOP_LEVEL_KEYS,
-    Entry,
-    _Collector,
-    _Ctx,
-    _Layer,
-    _Src,
-    flatten,
-    parse_set,
-)
+from registry._common import Entry, _Collector, _Ctx, _Layer, _Src, flatten, parse_set
 from registry._schema import _path_fields, _spec_problems
 from registry._yaml import _env_problem, _expand_tree, _line_for, _read_yaml
 from registry.errors import NO_VALUE, Problem, RegistryError, did_you_mean
 
 __all__ = [
-    "DEFAULT_PROJECT",
-    "RESERVED_KEYS",
-    "SET_SOURCE",
-    "TOP_LEVEL_KEYS",
     "Entry",
     "Registry",
     "Run",

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from registry._common import flatten
+
 if TYPE_CHECKING:
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
@@ -114,14 +116,7 @@ def flatten_params(spec: Mapping, prefix: str = "") -> dict[str, str]:
         ``{"model.name": "resnet18", "optim.lr": "0.001", ...}``; lists become JSON text,
         empty mappings ``"{}"``, and values are truncated to MLflow's 6000-character limit.
     """
-    flat: dict[str, str] = {}
-    for key, value in spec.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten_params(value, prefix=name))
-        else:
-            flat[name] = _param_text(value)[:MAX_PARAM_VALUE_LENGTH]
-    return flat
+    return {name: _param_text(value)[:MAX_PARAM_VALUE_LENGTH] for name, value in flatten(spec, prefix).items()}
 
 
 def _param_text(value: object) -> str:

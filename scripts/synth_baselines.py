@@ -22,10 +22,11 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from arflare import metrics as skill
 from arflare.data.shards import SPLITS, iter_members, read_member
 from arflare.data.synth import png_levels_to_gauss
 
@@ -97,18 +98,6 @@ def add_history(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def best_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
-    """The score threshold that maximises TSS = TPR - FPR."""
-    fpr, tpr, thresholds = roc_curve(labels, scores)
-    return float(thresholds[np.argmax(tpr - fpr)])
-
-
-def tss(labels: np.ndarray, predicted: np.ndarray) -> float:
-    """True skill statistic (TPR - FPR) of binary predictions."""
-    labels, predicted = labels.astype(bool), predicted.astype(bool)
-    return float((predicted & labels).sum() / labels.sum() - (predicted & ~labels).sum() / (~labels).sum())
-
-
 def evaluate(frame: pd.DataFrame) -> pd.DataFrame:
     """Fit the baselines on train, choose thresholds on val, score test; one row per model."""
     parts = {split: frame[frame["split"] == split] for split in SPLITS}
@@ -119,10 +108,12 @@ def evaluate(frame: pd.DataFrame) -> pd.DataFrame:
         scores[name] = {split: model.predict_proba(part[columns])[:, 1] for split, part in parts.items()}
     rows = []
     for name, by_split in scores.items():
-        threshold = best_threshold(parts["val"]["label"].to_numpy(), by_split["val"])
+        # The trainer's own rules: threshold maximising TSS on val, applied unchanged to test.
+        threshold = skill.choose_threshold(parts["val"]["label"].to_numpy(), by_split["val"], metric="tss")
         labels = parts["test"]["label"].to_numpy()
         rows.append({"model": name, "test AUC": roc_auc_score(labels, by_split["test"]),
-                     "test TSS": tss(labels, by_split["test"] >= threshold), "val threshold": threshold})
+                     "test TSS": skill.tss(*skill.confusion(labels, by_split["test"] >= threshold)),
+                     "val threshold": threshold})
     return pd.DataFrame(rows)
 
 

@@ -15,7 +15,7 @@ import io
 import os
 import re
 import tarfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -158,24 +158,3 @@ class ShardWriter:
             self._tar.close()
             self._tmp.unlink(missing_ok=True)
 
-
-def write_shards(
-    out_dir: Path,
-    samples: Iterable[tuple[str, Mapping[str, bytes]]],
-    *,
-    samples_per_shard: int = 1000,
-    prefix: str = "shard",
-) -> list[Path]:
-    """Write ``(key, members)`` pairs to numbered shards ``{prefix}-000000.tar`` in ``out_dir``."""
-    paths: list[Path] = []
-    writer: ShardWriter | None = None
-    for key, members in samples:
-        if writer is None or writer.count >= samples_per_shard:
-            if writer is not None:
-                writer.close()
-            writer = ShardWriter(Path(out_dir) / f"{prefix}-{len(paths):06d}.tar")
-            paths.append(writer.path)
-        writer.write(key, members)
-    if writer is not None:
-        writer.close()
-    return paths
