@@ -191,7 +191,7 @@ def _run_one(registry, tracker, run, index, spec_hash: str, *, profile: str | No
         try:
             with tracker.start_run(run_name=run.name, tags=tags, params=spec_dict, log_file=log_file) as handle:
                 handle.log_dict(spec_dict, "spec.yaml")
-                result = train(run.spec, index=index, reporter=handle, out_dir=Path(tmp) / "out")
+                result = train(run.spec, index=index, reporter=handle, out_dir=Path(tmp) / "out", run_name=run.name)
         except KeyboardInterrupt:
             print(f"run {run.name} KILLED; its checkpoints so far are in the store", file=sys.stderr)
             raise

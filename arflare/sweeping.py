@@ -88,7 +88,7 @@ def run_trial(params: Mapping[str, object], reporter, *, registry_path: str, nam
     reporter.log_params({k: v for k, v in flatten(run.spec.model_dump(mode="json")).items() if k not in params})
     reporter.log_dict(run.spec.model_dump(mode="json"), "spec.yaml")
     with tempfile.TemporaryDirectory(prefix="arflare-trial-") as tmp:
-        result = train(run.spec, index=index, reporter=reporter, out_dir=Path(tmp), progress=False)
+        result = train(run.spec, index=index, reporter=reporter, out_dir=Path(tmp), progress=False, run_name=run.name)
     # Tagged only now: a pruned or failed trial must not count as a finished run of this spec.
     reporter.set_tags({"arflare.spec_hash": run.spec.spec_hash(input_fingerprint(run.spec, index))})
     return float(result.metrics[objective])

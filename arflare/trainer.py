@@ -63,7 +63,8 @@ class _Split:
     indices: np.ndarray  # dataset positions: a corrupt item is replaced by its neighbour, so never assume order
 
 
-def train(spec: RunSpec, *, index: DataIndex, reporter: Reporter, out_dir: Path, progress: bool = True) -> TrainResult:
+def train(spec: RunSpec, *, index: DataIndex, reporter: Reporter, out_dir: Path, progress: bool = True,
+          run_name: str = "") -> TrainResult:
     """Train ``spec`` on ``index``, report per-epoch metrics, then test once with the best checkpoint.
 
     Args:
@@ -73,6 +74,7 @@ def train(spec: RunSpec, *, index: DataIndex, reporter: Reporter, out_dir: Path,
         reporter: Receives metrics (step = epoch) and artifacts.
         out_dir: Scratch folder for checkpoints, plots and predictions before they are reported.
         progress: Show per-epoch progress bars.
+        run_name: Named in the figures' captions (``exp5_atto_mixup/seed=3``).
 
     Raises:
         NonFiniteLossError: the loss became NaN/inf (checkpoints written so far are still reported).
@@ -133,7 +135,8 @@ def train(spec: RunSpec, *, index: DataIndex, reporter: Reporter, out_dir: Path,
                 break
         _save_checkpoint(ckpt_dir / "last.pt", model, spec, epoch=epoch, threshold=epoch_threshold)
         result = _final_evaluation(spec, model, loaders, loss_fn, device, ckpt_dir / "best.pt", out_dir, reporter,
-                                   history=history, best_epoch=best_epoch, epochs_run=epoch, constrained=constrained)
+                                   history=history, best_epoch=best_epoch, epochs_run=epoch, constrained=constrained,
+                                   run_name=run_name)
     finally:
         # Checkpoints written so far are reported even when the run fails (NaN loss, Ctrl-C).
         for path in sorted(ckpt_dir.glob("*.pt")):
@@ -193,7 +196,7 @@ def _predict(model, loader, loss_fn, device) -> _Split:
 
 
 def _final_evaluation(spec, model, loaders, loss_fn, device, best_path, out_dir, reporter, *, history, best_epoch, epochs_run,
-                      constrained) -> TrainResult:
+                      constrained, run_name) -> TrainResult:
     """Reload the best checkpoint, re-score val, then test once with val's threshold."""
     checkpoint = torch.load(best_path, map_location=device, weights_only=False)
     model.load_state_dict(checkpoint["model"])
@@ -220,7 +223,15 @@ def _final_evaluation(spec, model, loaders, loss_fn, device, best_path, out_dir,
                                  out_dir / "predictions" / f"{split}.parquet")
         reporter.log_artifact(path, "predictions")
     if spec.eval.plots:
-        for path in write_plots(history, splits["test"].labels, splits["test"].scores, threshold, out_dir / "plots"):
+        from arflare.calibration import negative_keep_rate
+
+        train_labels = np.asarray(loaders["train"].dataset.labels)
+        keep_rate = negative_keep_rate(spec.data.balance, spec.data.keep_negative_prob,
+                                       n_pos=int(train_labels.sum()), n_neg=int((train_labels == 0).sum()))
+        for path in write_plots(out_dir / "plots", run_name=run_name, history=history, best_epoch=best_epoch,
+                                monitor=spec.eval.monitor, val=(splits["val"].labels, splits["val"].scores),
+                                test=(splits["test"].labels, splits["test"].scores), threshold=threshold,
+                                min_flare_class=spec.data.min_flare_class, keep_rate=keep_rate):
             reporter.log_artifact(path, "plots")
     return TrainResult(metrics=final, best_epoch=best_epoch, epochs_run=epochs_run, threshold=threshold, history=history)
 
