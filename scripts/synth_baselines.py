@@ -29,9 +29,9 @@ from sklearn.preprocessing import StandardScaler
 from arflare import metrics as skill
 from arflare.data.shards import SPLITS, iter_members, read_member
 from arflare.data.synth import png_levels_to_gauss
+from arflare.physics.fields import FLUX_THRESHOLD_G  # flux and max_gradient as arflare.physics defines them
+from arflare.physics.fields import STRONG_FIELD_G as PIL_THRESHOLD_G  # Schrijver's 150 G
 
-FLUX_THRESHOLD_G = 100.0  # ~2 grey levels: below this a pixel is quiet Sun or noise
-PIL_THRESHOLD_G = 150.0  # strong-field threshold of the R-value (Schrijver 2007)
 LAGS = {"flux_change_1h": 5, "flux_change_6h": 30}  # in 12-minute frames
 SINGLE_FRAME = ["log_flux", "max_gradient", "log_r_value"]
 TEMPORAL = SINGLE_FRAME + list(LAGS)

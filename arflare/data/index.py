@@ -316,8 +316,14 @@ def _fingerprint(table: pd.DataFrame, manifest: dict) -> str:
     return digest.hexdigest()[:16]
 
 
+def cache_root(cache_dir: Path | None = None) -> Path:
+    """The folder for tables derived from shards: ``cache_dir``, else ``$ARFLARE_CACHE``, else
+    ``~/.cache/arflare`` (never the data root, which may be read-only)."""
+    return Path(cache_dir or os.environ.get("ARFLARE_CACHE") or Path.home() / ".cache" / "arflare")
+
+
 def _cache_paths(cache_dir: Path | None, manifest: dict) -> tuple[Path, Path]:
-    base = cache_dir or os.environ.get("ARFLARE_CACHE") or Path.home() / ".cache" / "arflare"
+    base = cache_root(cache_dir)
     name = hashlib.sha256(f"{manifest['root']}\n{manifest['flow_root']}".encode()).hexdigest()[:16]
     return Path(base) / f"index-{name}.parquet", Path(base) / f"index-{name}.json"
 
