@@ -1,7 +1,10 @@
 """Baselines on a synthetic AR-flares data set: how much do time and morphology matter?
 
 Prints test-split TSS and ROC AUC for
-  * the oracle: score = p_label, the true probability under the latent flare process;
+  * the upper bound (knows the future): score = p_label_future, the true probability under the
+    latent flare process over (t, t + 24 h], including bipoles that have not emerged yet;
+  * the present-information oracle: score = p_label_present, the latent flare rate at t (R-value,
+    6 h flux increase and the AR's hidden productivity, nothing after t) held for 24 h;
   * logistic regression on one frame (total unsigned flux, max field gradient);
   * logistic regression that also sees the change of unsigned flux over the last 1 h and
     6 h of the same AR, computed from earlier frames (what emergence looks like).
@@ -35,7 +38,8 @@ from arflare.physics.fields import STRONG_FIELD_G as PIL_THRESHOLD_G  # Schrijve
 LAGS = {"flux_change_1h": 5, "flux_change_6h": 30}  # in 12-minute frames
 SINGLE_FRAME = ["log_flux", "max_gradient", "log_r_value"]
 TEMPORAL = SINGLE_FRAME + list(LAGS)
-TRUTH_COLUMNS = ["key", "ar", "split", "timestamp", "label", "p_label"]
+TRUTH_COLUMNS = ["key", "ar", "split", "timestamp", "label", "p_label_future", "p_label_present"]
+ORACLES = {"upper bound (knows the future)": "p_label_future", "present-information oracle (rate at t)": "p_label_present"}
 
 
 def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
@@ -101,7 +105,8 @@ def add_history(frame: pd.DataFrame) -> pd.DataFrame:
 def evaluate(frame: pd.DataFrame) -> pd.DataFrame:
     """Fit the baselines on train, choose thresholds on val, score test; one row per model."""
     parts = {split: frame[frame["split"] == split] for split in SPLITS}
-    scores = {"oracle (p_label)": {split: part["p_label"].to_numpy() for split, part in parts.items()}}
+    scores = {name: {split: part[column].to_numpy() for split, part in parts.items()}
+              for name, column in ORACLES.items()}
     for name, columns in (("LR one frame", SINGLE_FRAME), ("LR + flux change 1h/6h", TEMPORAL)):
         model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
         model.fit(parts["train"][columns], parts["train"]["label"])
@@ -118,7 +123,7 @@ def evaluate(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def load(root: Path) -> pd.DataFrame:
-    """Features of every frame plus what a forecaster may know (and the oracle's p_label)."""
+    """Features of every frame plus what a forecaster may know (and both oracles' probabilities)."""
     truth = pd.read_parquet(root / "ground_truth.parquet", columns=TRUTH_COLUMNS)
     return add_history(truth.merge(read_features(root), on="key", validate="one_to_one"))
 

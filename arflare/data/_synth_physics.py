@@ -183,19 +183,41 @@ def goes_class(peak_flux: float) -> str:
     return "A0.0"
 
 
+def _m_rate(rate: np.ndarray) -> np.ndarray:
+    """Rate of >= M1.0 flares per day implied by the >= C rate (the magnitude law of :func:`_draw_flares`)."""
+    scale = np.maximum(1.0, (rate / MAGNITUDE_RATE) ** MAGNITUDE_POWER)
+    return rate * np.minimum(1.0, (scale / 10) ** (GOES_INDEX - 1))
+
+
+def oracle_probabilities(rate: np.ndarray, n_frames: int) -> dict[str, np.ndarray]:
+    """The two oracles' probabilities of a >= C (and >= M) flare in (t, t + 24 h] for every frame.
+
+    ``*_future`` is the upper bound that knows the future: 1 - exp(-integral of the latent
+    rate over (t, t + 24 h]), so it knows how the rate will evolve, including bipoles that have
+    not emerged yet. ``*_present`` may know only what is determined at t: the latent rate at t
+    (the AR's R-value and its 6 h flux increase up to t, times its hidden productivity), held
+    constant for 24 h: 1 - exp(-rate(t) * 1 day). It never reads ``rate`` after frame t.
+
+    Args:
+        rate: Latent >= C flare rate per day at every step from the first frame on; at least
+            ``n_frames + STEPS_PER_DAY`` steps for the future oracle.
+        n_frames: Frames to score.
+    """
+    out = {}
+    for suffix, per_day in (("", rate), ("_m", _m_rate(rate))):
+        hazard = np.concatenate([[0.0], np.cumsum(per_day / STEPS_PER_DAY)])
+        integral = hazard[STEPS_PER_DAY : STEPS_PER_DAY + n_frames] - hazard[:n_frames]
+        out[f"p_label{suffix}_future"] = -np.expm1(-integral)
+        out[f"p_label{suffix}_present"] = -np.expm1(-per_day[:n_frames])  # 24 h = 1 day at the present rate
+    return out
+
+
 def _labels(n_frames: int, rate: np.ndarray, steps: np.ndarray, flux: np.ndarray) -> dict[str, np.ndarray]:
-    """Largest flare in (t, t + 24 h] per frame, and its true probability under the latent rate."""
+    """Largest flare in (t, t + 24 h] per frame, and both oracles' probabilities of it."""
     step_max = np.zeros(rate.size)
     np.maximum.at(step_max, steps, flux)
     window = np.lib.stride_tricks.sliding_window_view(step_max, STEPS_PER_DAY)[:n_frames]
-    largest = window.max(axis=1)
-    hazard = np.concatenate([[0.0], np.cumsum(rate / STEPS_PER_DAY)])
-    integral = hazard[STEPS_PER_DAY : STEPS_PER_DAY + n_frames] - hazard[:n_frames]
-    scale = np.maximum(1.0, (rate / MAGNITUDE_RATE) ** MAGNITUDE_POWER)
-    m_rate = rate * np.minimum(1.0, (scale / 10) ** (GOES_INDEX - 1)) / STEPS_PER_DAY
-    m_hazard = np.concatenate([[0.0], np.cumsum(m_rate)])
-    m_integral = m_hazard[STEPS_PER_DAY : STEPS_PER_DAY + n_frames] - m_hazard[:n_frames]
-    return {"largest": largest, "p_label": 1 - np.exp(-integral), "p_label_m": 1 - np.exp(-m_integral)}
+    return {"largest": window.max(axis=1), **oracle_probabilities(rate, n_frames)}
 
 
 @dataclass

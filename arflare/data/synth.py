@@ -27,7 +27,7 @@ from arflare.data import _synth_physics, _synth_render
 from arflare.data._synth_physics import (
     CADENCE_H, EMERGENCE_SCALE, EPISODE_SCATTER, GOES_INDEX, HARD_NEGATIVE_KIND, HISTORY_STEPS, KIND_BLOCK,
     MAGNITUDE_POWER, MAGNITUDE_RATE, MORPHOLOGIES, PRODUCTIVITY_SPREAD, R0, RATE_EMERGENCE, RATE_MAX, RATE_QUIET,
-    RATE_R, START, STEPS_PER_DAY, TAU_EMERGE, WINDOW_H, Region, goes_class, simulate,
+    RATE_R, START, STEPS_PER_DAY, TAU_EMERGE, WINDOW_H, Region, goes_class, oracle_probabilities, simulate,
 )
 from arflare.data._synth_render import (
     FLOW_WEIGHT_G, GAUSS_PER_LEVEL, NOISE_G, QUIET_SUN_G, flow_bytes, png_bytes, png_levels_to_gauss, render,
@@ -36,7 +36,7 @@ from arflare.data.shards import SPLITS, ShardWriter, make_key
 
 __all__ = [
     "generate", "ensure_generated", "main", "SynthSummary", "SplitSummary", "goes_class", "png_levels_to_gauss",
-    "VERSION", "DEFAULT_ARS",
+    "VERSION", "DEFAULT_ARS", "ORACLE_COLUMNS", "oracle_probabilities",
     # the simulation's constants, as they were when they lived here
     "CADENCE_H", "STEPS_PER_DAY", "HISTORY_STEPS", "GAUSS_PER_LEVEL", "QUIET_SUN_G", "NOISE_G", "FLOW_WEIGHT_G",
     "RATE_QUIET", "RATE_R", "R0", "RATE_EMERGENCE", "EMERGENCE_SCALE", "RATE_MAX", "PRODUCTIVITY_SPREAD",
@@ -44,7 +44,10 @@ __all__ = [
     "HARD_NEGATIVE_KIND", "EPISODE_SCATTER", "KIND_BLOCK",
 ]
 
-VERSION = 1
+VERSION = 2  # 2: the oracle columns p_label(_m)_future (was p_label(_m)) and p_label(_m)_present
+# ground_truth.parquet's oracle columns: "future" is an upper bound that knows the next 24 h of the
+# latent rate; "present" knows only the rate at t (see _synth_physics.oracle_probabilities).
+ORACLE_COLUMNS = ("p_label_future", "p_label_present", "p_label_m_future", "p_label_m_present")
 DEFAULT_ARS = 60  # ~14k frames at 64 px: the smallest set whose baselines are stable; a CPU demo
 
 
@@ -113,7 +116,7 @@ def _frame_rows(region: Region, size: int) -> list[dict]:
             "timestamp": when, "frame": i, "kind": region.kind,
             "hard_negative": region.kind == HARD_NEGATIVE_KIND,
             "label": int(largest >= 1e-6), "reg_label": goes_class(largest), "peak_flux": largest,
-            "p_label": float(region.labels["p_label"][i]), "p_label_m": float(region.labels["p_label_m"][i]),
+            **{name: float(region.labels[name][i]) for name in ORACLE_COLUMNS},
             "flare_rate": float(region.latent["rate"][i]),  # true >= C flares per day at this frame
             **{name: float(region.latent[name][i]) for name in ("r_value", "unsigned_flux", "flux_increase_6h")},
         })
@@ -209,8 +212,10 @@ def generate(out_dir: Path, *, ars: int = DEFAULT_ARS, size: int = 64, seed: int
     Writes ``magnetograms/{train,val,test}/shard-*.tar`` (``<key>.png`` + ``<key>.json``),
     ``flow/{split}/shard-*.tar`` (``<key>.flow.npz``: ``u8``, ``v8``, ``su``, ``sv``; the flux
     elements' motion from the previous frame to this one, in pixels per frame, u along columns,
-    v along rows), ``ground_truth.parquet`` (per frame: latent ``flare_rate`` per day,
-    ``p_label`` = 1 - exp(-integral of the rate over (t, t+24 h]), ``label``, ``reg_label``,
+    v along rows), ``ground_truth.parquet`` (per frame: latent ``flare_rate`` per day, the
+    oracles ``p_label_future`` = 1 - exp(-integral of the rate over (t, t+24 h]), an upper bound
+    that knows the future, and ``p_label_present`` = 1 - exp(-rate(t) * 1 day), which knows only
+    the present rate, both also for >= M as ``p_label_m_*``; ``label``, ``reg_label``,
     ``hard_negative``, ...), ``flares.parquet`` (every flare's peak time and flux) and
     ``synth.json`` (parameters and summary). Everything is written to a hidden temp folder
     beside ``out_dir`` and renamed at the end, so an interrupted run leaves no data set.

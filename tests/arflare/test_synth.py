@@ -87,9 +87,39 @@ def test_labels_follow_the_24h_rule_of_the_flare_list(tiny):
                       & (flares["peak_time"] <= row.timestamp + timedelta(hours=24))]
         expected = synth.goes_class(mine["peak_flux"].max()) if len(mine) else "0"
         assert row.reg_label == expected, row.key
-    assert truth["p_label"].between(0, 1).all()
-    # Latent truth: frames that flare have a higher true probability on average.
-    assert truth.loc[truth["label"] == 1, "p_label"].mean() > truth.loc[truth["label"] == 0, "p_label"].mean()
+    for column in synth.ORACLE_COLUMNS:
+        assert truth[column].between(0, 1).all()
+        # Latent truth: frames that flare have a higher oracle probability on average.
+        assert truth.loc[truth["label"] == 1, column].mean() > truth.loc[truth["label"] == 0, column].mean()
+
+
+def test_present_oracle_is_the_present_rate_held_for_a_day(tiny):
+    truth = pd.read_parquet(tiny / "ground_truth.parquet")
+    np.testing.assert_allclose(truth["p_label_present"], 1 - np.exp(-truth["flare_rate"]), rtol=1e-12)
+
+
+def test_present_oracle_never_uses_anything_after_t():
+    """Change an AR's future (its poles after step t, hence its rate): the present oracle up to t is unchanged."""
+    from arflare.data._synth_physics import HISTORY_STEPS, STEPS_PER_DAY, _flare_rate
+
+    region = synth.simulate(3, seed=0, hours=30.0, activity=3.0)
+    n = region.n_frames
+    t = n // 2
+    productivity = 1.7
+    future = {name: track.copy() for name, track in region.tracks.items()}
+    cut = HISTORY_STEPS + t + 1  # track index of the first step after frame t
+    rng = np.random.default_rng(0)
+    future["flux"][cut:] *= rng.uniform(0.2, 5.0, size=future["flux"][cut:].shape)  # emergence, decay
+    future["x"][cut:] += rng.normal(0, 0.05, size=future["x"][cut:].shape)  # and motion
+    before, after = (synth.oracle_probabilities(_flare_rate(tracks, productivity)["rate"][HISTORY_STEPS:], n)
+                     for tracks in (region.tracks, future))
+    for name in ("p_label_present", "p_label_m_present"):
+        np.testing.assert_array_equal(before[name][: t + 1], after[name][: t + 1])
+        assert not np.allclose(before[name][t + 1 :], after[name][t + 1 :])  # the perturbation is real
+    # ... while the upper bound does look ahead: frames within 24 h before the change see it.
+    for name in ("p_label_future", "p_label_m_future"):
+        assert not np.allclose(before[name][max(0, t + 1 - STEPS_PER_DAY) : t + 1],
+                               after[name][max(0, t + 1 - STEPS_PER_DAY) : t + 1])
 
 
 def test_flow_npz_has_int8_components_and_scales(tiny):
