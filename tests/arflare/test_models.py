@@ -175,3 +175,39 @@ def test_pretrained_path_from_another_architecture_fails(tmp_path):
     torch.save({"encoder.weight": torch.zeros(3, 3)}, path)
     with pytest.raises(ValueError, match="No tensor"):
         build_model(backbone=BACKBONE, pretrained_path=path)
+
+
+def _reversed_time(mode: str, frames: torch.Tensor, flow: torch.Tensor) -> tuple[dict, dict]:
+    """Inputs of ``mode`` built from ``frames`` (B, T, 1, S, S), newest first, and from the same frames in reverse."""
+    from arflare.data.datasets import _compose
+
+    if mode == "flow":  # one frame and the motion into it; reversed: the previous frame, moving back
+        return {"image": frames[:, 0], "flow": flow}, {"image": frames[:, 1], "flow": -flow}
+    steps = 2 if mode == "diff" else frames.shape[1]
+    forward = torch.stack([_compose(item[:steps], mode) for item in frames])
+    backward = torch.stack([_compose(item[:steps].flip(0), mode) for item in frames])
+    return {"image": forward}, {"image": backward}
+
+
+# Every input mode that sees more than the present frame, with every variant that can read it.
+HISTORY_MODES = [("sequence", "temporal", 1, "mean"), ("sequence", "temporal", 1, "attention"),
+                 ("multiscale", "single", 3, "mean"), ("diff", "diff_attention", 1, "mean"), ("diff", "single", 2, "mean"),
+                 ("flow", "two_stream", 1, "mean")]
+
+
+def test_the_history_modes_cover_every_input_mode_but_frame():
+    from arflare.data.datasets import MODES
+
+    assert {mode for mode, *_ in HISTORY_MODES} == set(MODES) - {"frame"}
+
+
+@pytest.mark.parametrize(("mode", "variant", "in_chans", "pool"), HISTORY_MODES)
+def test_reversing_time_changes_the_output(mode, variant, in_chans, pool):
+    """A model that cannot tell rising from falling flux cannot use what drives flares."""
+    torch.manual_seed(0)
+    model = build_model(backbone=BACKBONE, variant=variant, in_chans=in_chans, temporal_pool=pool).eval()
+    frames = torch.randn(2, 3, 1, S, S)
+    forward, backward = _reversed_time(mode, frames, torch.randn(2, 2, S, S))
+    with torch.no_grad():
+        difference = (model(forward) - model(backward)).abs().max()
+    assert difference > 1e-4, f"{mode}/{variant}: reversed frames give the same logits (max diff {difference:.1e})"
