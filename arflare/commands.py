@@ -59,18 +59,12 @@ def show_experiment(registry, name: str, *, profile: str | None, sets: Sequence[
 
 
 def index_report(root: Path, *, flow_root: Path | None, fmt: str, strict: bool) -> str:
-    """Build (or reuse) the index of a data root and describe each split."""
-    import json
-
+    """Build (or reuse) the index of a data root; describe each split and list every skipped sample."""
     from arflare.data.index import build_index
+    from arflare.data.index_report import format_report
 
-    index = build_index(root, flow_root=flow_root, strict=strict, progress=True)
-    summary = index.summary()
-    if fmt == "json":
-        return json.dumps({"root": str(index.root), "fingerprint": index.fingerprint,
-                           "splits": json.loads(summary.to_json(orient="records", date_format="iso"))}, indent=2)
-    skipped = f"\n{len(index.skipped)} corrupt samples skipped (first: {index.skipped[0]})" if index.skipped else ""
-    return f"{summary.to_string(index=False)}\nfingerprint {index.fingerprint}{skipped}"
+    index = build_index(root, flow_root=flow_root, strict=strict, progress=True, report_skipped=False)
+    return format_report(index, fmt=fmt)
 
 
 def prepare_data(spec, *, progress: bool = True):

@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from arflare.data.index_report import skipped_text
 from arflare.data.shards import SPLITS, Member, ShardFormatError, iter_members, parse_key
 
 _CACHE_FORMAT = 1  # bump when the table's columns change, so old caches are rebuilt
@@ -40,12 +41,17 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class Skipped:
-    """A sample (or whole shard, ``member == "*"``) left out of the index, and why."""
+    """A sample (or whole shard, ``member == "*"``) left out of the index, and why.
+
+    ``source`` is ``"magnetogram"`` (the sample is not in the index) or ``"flow"`` (a damaged
+    flow shard, relative to the flow root: its samples stay, with ``has_flow = False``).
+    """
 
     split: str
     shard: str
     member: str
     reason: str
+    source: str = "magnetogram"
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,7 +91,7 @@ class DataIndex:
                     "first": part["timestamp"].min(),
                     "last": part["timestamp"].max(),
                     "with_flow": int(part["has_flow"].sum()),
-                    "skipped": sum(s.split == split for s in self.skipped),
+                    "skipped": sum(s.split == split and s.source == "magnetogram" for s in self.skipped),
                 }
             )
         return pd.DataFrame(rows)
@@ -98,6 +104,7 @@ def build_index(
     cache_dir: Path | None = None,
     strict: bool = False,
     progress: bool = True,
+    report_skipped: bool = True,
 ) -> DataIndex:
     """Index ``<root>/{train,val,test}/*.tar``, loading a cached table when no shard changed.
 
@@ -109,10 +116,13 @@ def build_index(
             ``~/.cache/arflare``.
         strict: raise on the first bad sample instead of skipping and recording it.
         progress: show a tqdm bar on stderr while reading shards.
+        report_skipped: print one line to stderr when samples were skipped, pointing at
+            ``arflare index`` (which lists them itself and turns this off).
 
     Raises:
         DataError: a split folder is missing or empty, a split has no usable sample,
-            an AR appears in two splits, or (strict) any sample is bad.
+            an AR appears in two splits, or (strict) any sample is bad. The message lists
+            every problem found in the pass, bad samples first.
     """
     root = Path(root).resolve()
     flow_root = Path(flow_root).resolve() if flow_root is not None else None
@@ -132,6 +142,9 @@ def build_index(
         _save_cache(cache, manifest, index)
     if strict and index.skipped:
         _raise_skipped(index.skipped[0])
+    if report_skipped and index.skipped:
+        print(f"arflare: {len(index.skipped)} bad samples/shards under {root} are left out; "
+              f"`arflare index {root}` lists them", file=sys.stderr)
     return index
 
 
@@ -169,17 +182,18 @@ def _build(root, flow_root, shards, flow_shards, manifest, *, strict, progress) 
         rows, skipped = _scan_magnetograms(root, work, bar=bar, strict=strict)
         flow: dict[tuple[str, str], tuple[str, Member]] = {}
         for split, rel in work_flow:
-            for key, member in _scan_flow_shard(flow_root / rel).items():
+            found, problem = _scan_flow_shard(flow_root / rel)
+            for key, member in found.items():
                 flow.setdefault((split, key), (rel, member))
+            if problem:
+                skipped.append(Skipped(split, rel, "*", f"{problem}; its samples get has_flow=False", source="flow"))
             bar.update()
     table = _make_table(rows, flow)
-    _check_splits(table, skipped, root)
-    if skipped:
-        warnings.warn(
-            f"Skipped {len(skipped)} bad samples/shards under {root} (first: {skipped[0]}); "
-            f"see DataIndex.skipped, or pass strict=True to stop at the first",
-            stacklevel=3,
-        )
+    problems = _split_problems(table, skipped, root)
+    if problems:
+        listing = skipped_text(skipped, more="once the problems below are fixed, `arflare index --format json` lists all")
+        raise DataError(f"the data under {root} cannot be used; every problem found:\n"
+                        + (f"{listing}\n\n" if listing else "") + "\n".join(problems))
     fingerprint = _fingerprint(table, manifest)
     return DataIndex(root=root, flow_root=flow_root, table=table,
                      fingerprint=fingerprint, skipped=tuple(skipped))  # fmt: skip
@@ -248,16 +262,16 @@ def _sample_row(fd: int, key: str, members: dict[str, Member]) -> tuple[dict, tu
     return row, None
 
 
-def _scan_flow_shard(path: Path) -> dict[str, Member]:
-    """The usable ``<key>.flow.npz`` members of a flow shard (a damaged one gives what it can)."""
+def _scan_flow_shard(path: Path) -> tuple[dict[str, Member], str | None]:
+    """The usable ``<key>.flow.npz`` members of a flow shard (a damaged one gives what it can), and its damage."""
     found: dict[str, Member] = {}
     try:
         for member in iter_members(path):
             if member.ext == "flow.npz" and member.size > 0:
                 found[member.key] = member
     except ShardFormatError as exc:
-        warnings.warn(f"Flow shard {path}: {exc}; its samples get has_flow=False", stacklevel=4)
-    return found
+        return found, str(exc)
+    return found, None
 
 
 def _raise_skipped(item: Skipped) -> None:
@@ -284,24 +298,22 @@ def _make_table(rows: list[dict], flow: dict) -> pd.DataFrame:
     return table.drop(columns="_rank").reset_index(drop=True)[list(COLUMNS)]
 
 
-def _check_splits(table: pd.DataFrame, skipped: list[Skipped], root: Path) -> None:
+def _split_problems(table: pd.DataFrame, skipped: list[Skipped], root: Path) -> list[str]:
+    """Every problem that makes the index unusable: empty splits and ARs in more than one split (leakage)."""
+    problems = []
     for split in SPLITS:
         if not (table["split"] == split).any():
-            reasons = "; ".join(f"{s.shard}:{s.member}: {s.reason}" for s in skipped if s.split == split)
-            raise DataError(
-                f"Split {split!r} ({root / split}) has no usable sample after skipping bad ones "
-                f"({reasons[:500]}); fix those shards"
-            )
+            problems.append(f"Split {split!r} ({root / split}) has no usable sample after skipping "
+                            f"{sum(s.split == split for s in skipped)} bad ones; fix those shards")
     splits_per_ar = table.groupby("ar")["split"].unique()
     leaked = splits_per_ar[splits_per_ar.map(len) > 1]
     if len(leaked):
-        ar = leaked.index[0]
-        where = table[table["ar"] == ar].groupby("split")["shard"].first()
-        raise DataError(
-            f"AR {ar!r} appears in splits {', '.join(where.index)} (shards {', '.join(where)}): "
-            f"train/val/test must be split by active region to avoid leakage; move all of its "
-            f"samples into one split ({len(leaked)} ARs are affected)"
-        )
+        shards = table[table["ar"].isin(leaked.index)].groupby(["ar", "split"], sort=False)["shard"].first()
+        where = "; ".join(f"AR {ar!r} in {', '.join(f'{split} ({shards[ar, split]})' for split in splits)}"
+                          for ar, splits in leaked.items())
+        problems.append(f"{len(leaked)} AR(s) appear in more than one split: {where}. train/val/test must be "
+                        f"split by active region to avoid leakage; move all samples of each AR into one split")
+    return problems
 
 
 def _fingerprint(table: pd.DataFrame, manifest: dict) -> str:

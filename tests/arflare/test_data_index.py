@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tarfile
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -13,6 +14,7 @@ import pytest
 
 import arflare.data.index as index_module
 from arflare.data.index import DataError, build_index
+from arflare.data.index_report import MEMBERS_SHOWN
 from arflare.data.shards import ShardWriter
 
 from .conftest import frame_pixels, png_bytes
@@ -20,6 +22,13 @@ from .conftest import frame_pixels, png_bytes
 
 def _index(tiny, **kwargs):
     return build_index(tiny.root, flow_root=tiny.flow_root, progress=False, **kwargs)
+
+
+def _quiet_index(tiny, **kwargs):
+    """Index with every Python warning turned into an error: bad samples are reported, never warned."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return _index(tiny, **kwargs)
 
 
 @pytest.fixture
@@ -143,8 +152,7 @@ def test_bad_sample_is_skipped_and_recorded_or_raises_when_strict(data_copy, cas
     members, member_name, reason = BAD_SAMPLES[case]
     with ShardWriter(data_copy.root / "test/shard-000001.tar") as sink:
         sink.write(KEY, members)
-    with pytest.warns(UserWarning, match="Skipped 1"):
-        index = _index(data_copy)
+    index = _quiet_index(data_copy)
     assert KEY not in set(index.table["key"])
     assert [(s.split, s.shard, s.member) for s in index.skipped] == [("test", "test/shard-000001.tar", member_name)]
     assert reason in index.skipped[0].reason
@@ -155,16 +163,14 @@ def test_bad_sample_is_skipped_and_recorded_or_raises_when_strict(data_copy, cas
 
 def test_strict_raises_even_when_the_index_comes_from_cache(data_copy):
     (data_copy.root / "test/shard-000001.tar").write_bytes(b"not a tar at all" * 64)
-    with pytest.warns(UserWarning):
-        _index(data_copy)
+    _quiet_index(data_copy)
     with pytest.raises(DataError, match="shard-000001"):
         _index(data_copy, strict=True)
 
 
 def test_file_that_is_not_a_tar_is_skipped_whole(data_copy):
     (data_copy.root / "test/shard-000001.tar").write_bytes(b"not a tar at all" * 64)
-    with pytest.warns(UserWarning):
-        index = _index(data_copy)
+    index = _quiet_index(data_copy)
     assert [(s.shard, s.member) for s in index.skipped] == [("test/shard-000001.tar", "*")]
     assert "not a readable tar" in index.skipped[0].reason
 
@@ -175,8 +181,7 @@ def test_truncated_tar_keeps_the_complete_samples(data_copy):
         members = tar.getmembers()
     cut = members[3].offset_data + 5  # inside the second sample's json
     shard.write_bytes(shard.read_bytes()[:cut])
-    with pytest.warns(UserWarning):
-        index = _index(data_copy)
+    index = _quiet_index(data_copy)
     kept = index.table[index.table["shard"] == "train/shard-000001.tar"]
     assert kept["key"].tolist() == [members[0].name.removesuffix(".png")]
     reasons = " ".join(s.reason for s in index.skipped)
@@ -188,8 +193,7 @@ def test_sample_written_twice_is_kept_once(data_copy):
     key = data_copy.samples.query("split == 'test'")["key"].iloc[0]
     with ShardWriter(data_copy.root / "test/shard-000001.tar") as sink:
         sink.write(key, _members(label=1))
-    with pytest.warns(UserWarning):
-        index = _index(data_copy)
+    index = _quiet_index(data_copy)
     assert (index.table["key"] == key).sum() == 1
     assert index.skipped[0].member == f"{key}.png" and "test/shard-000000.tar" in index.skipped[0].reason
 
@@ -225,3 +229,55 @@ def _rewrite_sample(shard, edit) -> None:
     with ShardWriter(shard) as sink:
         for key, members in samples.items():
             sink.write(key, members)
+
+
+def _damage(data_copy) -> list[str]:
+    """Four bad samples in two shards with two reasons, a damaged flow shard; returns the bad member names."""
+    keys = [f"1201_hmi.M_720s.20120307_0{h}0000_TAI.1.magnetogram_224" for h in range(4)]
+    with ShardWriter(data_copy.root / "test/shard-000001.tar") as sink:
+        for key in keys[:3]:
+            sink.write(key, {"png": png_bytes(frame_pixels(1))})  # no json
+    with ShardWriter(data_copy.root / "val/shard-000001.tar") as sink:
+        sink.write(keys[3], _members(png=b""))
+    (data_copy.flow_root / "train/flow-000000.tar").write_bytes(b"not a tar" * 64)
+    return [f"{key}.png" for key in keys]
+
+
+def test_index_report_lists_every_skipped_sample_by_shard_and_reason(data_copy, tiny_shards):
+    from arflare.data.index_report import format_report, skipped_groups
+
+    bad = _damage(data_copy)
+    index = _quiet_index(data_copy)
+    good = _index(tiny_shards).summary().set_index("split")
+    summary = index.summary().set_index("split")
+    assert summary["samples"].tolist() == good["samples"].tolist()  # the counts of usable samples do not move
+    assert summary["skipped"].tolist() == [0, 1, 3]  # train, val, test: samples, not the flow shard
+    groups = skipped_groups(index.skipped)
+    assert [(g.source, g.shard, g.count) for g in groups.itertuples()] == [
+        ("magnetogram", "val/shard-000001.tar", 1), ("magnetogram", "test/shard-000001.tar", 3),
+        ("flow", "train/flow-000000.tar", 1)]
+    table = format_report(index, fmt="table")
+    assert "Left out 4 bad sample(s) or shard(s) and 1 flow problem(s) in 3 shard(s)" in table
+    assert "sample has no .json member" in table and "empty .png member" in table and "(flow)" in table
+    assert bad[0] in table and "(+0 more)" not in table
+    report = json.loads(format_report(index, fmt="json"))
+    assert sorted(s["member"] for s in report["skipped"] if s["source"] == "magnetogram") == sorted(bad)
+
+
+def test_leakage_is_an_error_after_every_other_problem_is_listed(data_copy, tmp_path, monkeypatch, capsys):
+    from arflare.cli import main
+
+    bad = _damage(data_copy)
+    with ShardWriter(data_copy.root / "test/shard-000002.tar") as sink:
+        sink.write("1069_hmi.M_720s.20100506_000000_TAI.1.magnetogram_224", _members())
+        sink.write("1100_hmi.M_720s.20110214_000000_TAI.1.magnetogram_224", _members())
+    monkeypatch.setenv("ARFLARE_CACHE", str(tmp_path / "cache"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        code = main(["index", str(data_copy.root), "--flow-root", str(data_copy.flow_root)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert all(member in err for member in bad[:MEMBERS_SHOWN]) and bad[3] in err and "flow-000000.tar" in err
+    assert "2 AR(s) appear in more than one split" in err and "AR '1069'" in err and "AR '1100'" in err
+    assert err.index("Left out 4 bad sample(s)") < err.index("appear in more than one split")
+    assert "Warning" not in err and "warnings.warn" not in err
