@@ -128,8 +128,8 @@ def load(root: Path) -> pd.DataFrame:
     return add_history(truth.merge(read_features(root), on="key", validate="one_to_one"))
 
 
-def over_seeds(seeds: int, ars: int) -> pd.DataFrame:
-    """The baselines on ``seeds`` freshly generated default-size sets: mean and std per model."""
+def over_seeds(seeds: int, ars: int, **physics: float) -> pd.DataFrame:
+    """The baselines on ``seeds`` freshly generated sets (``physics``: generator options): mean and std per model."""
     import tempfile
 
     from arflare.data.synth import generate
@@ -137,7 +137,7 @@ def over_seeds(seeds: int, ars: int) -> pd.DataFrame:
     tables = []
     for seed in range(seeds):
         with tempfile.TemporaryDirectory() as tmp:
-            generate(Path(tmp) / "set", ars=ars, seed=seed, progress=False)
+            generate(Path(tmp) / "set", ars=ars, seed=seed, progress=False, **physics)
             frame = load(Path(tmp) / "set")
         if frame[frame["split"] == "test"]["label"].nunique() == 2:
             tables.append(evaluate(frame).assign(seed=seed))
@@ -153,11 +153,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, help="data set folder written by `arflare synth`")
     parser.add_argument("--seeds", type=int, help="instead of --root: generate this many sets (seeds 0..N-1) and average")
     parser.add_argument("--ars", type=int, default=None, help="with --seeds: active regions per set (default: synth's default)")
+    parser.add_argument("--decaying-share", type=float, default=0.0, help="with --seeds: the generator option")
+    parser.add_argument("--emergence-gain", type=float, default=1.0, help="with --seeds: the generator option")
     args = parser.parse_args(argv)
     if args.seeds:
         from arflare.data.synth import DEFAULT_ARS
 
-        print(over_seeds(args.seeds, args.ars or DEFAULT_ARS).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        table = over_seeds(args.seeds, args.ars or DEFAULT_ARS, decaying_share=args.decaying_share,
+                           emergence_gain=args.emergence_gain)
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         return 0
     if args.root is None:
         parser.error("give --root DIR or --seeds N")

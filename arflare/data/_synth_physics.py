@@ -83,8 +83,13 @@ def _kind(index: int, *, seed: int) -> str:
     return deck[block.permutation(len(deck))[index % KIND_BLOCK]]
 
 
-def _draw_bipoles(rng: np.random.Generator, kind: str, *, window_h: float, horizon_h: float) -> dict:
-    """Draw the bipoles of one AR: pre-existing ones, then emergence episodes up to ``horizon_h``."""
+def _draw_bipoles(rng: np.random.Generator, kind: str, *, window_h: float, horizon_h: float,
+                  reverse: np.ndarray | None = None) -> dict:
+    """Draw the bipoles of one AR: pre-existing ones, then emergence episodes up to ``horizon_h``.
+
+    ``reverse[j]`` (uniform draws from their own stream) < 0 marks episode ``j`` to run backwards;
+    see :func:`simulate`'s ``decaying_share``. None: every episode emerges.
+    """
     m = MORPHOLOGIES[kind]
     tilt = rng.uniform(-0.5, 0.5)  # Joy's-law-like tilt of the whole AR (radians)
     n = int(rng.integers(m.bipoles[0], m.bipoles[1] + 1))
@@ -103,6 +108,7 @@ def _draw_bipoles(rng: np.random.Generator, kind: str, *, window_h: float, horiz
         rows.append(_bipole(rng, t_e=start, b=m.episode_field, sigma=(0.03, 0.045),
                             sep=(2.0, 3.5), tilt=tilt + rng.normal(0, m.episode_tilt), omega=0.02,
                             near=EPISODE_SCATTER))
+        rows[-1]["reverse"] = float(reverse is not None and reverse[j % len(reverse)] < 0)
     return {name: np.array([row[name] for row in rows]) for name in rows[0]}
 
 
@@ -118,6 +124,7 @@ def _bipole(rng, *, t_e: float | None, b, sigma, sep, tilt, omega, near) -> dict
         "flux": 2 * np.pi * s**2 * rng.uniform(*b),  # G * FOV^2, per pole
         "t_e": t_e if t_e is not None else -tau_e - rng.uniform(6, 90), "tau_e": tau_e,
         "tau_d": rng.uniform(72, 200),
+        "reverse": 0.0,  # 1: the episode runs backwards (see simulate's decaying_share)
     }
 
 
@@ -125,6 +132,7 @@ def _pole_tracks(bp: dict[str, np.ndarray], t: np.ndarray, drift: np.ndarray) ->
     """Positions, widths and signed fluxes of every pole at times ``t`` (h); arrays (T, 2 * bipoles)."""
     tt = t[:, None]
     grow = np.clip((tt - bp["t_e"]) / bp["tau_e"], 0, 1)
+    grow = np.where(bp["reverse"] > 0, 1 - grow, grow)  # a reversed episode: full flux that sinks and converges
     grow = grow * grow * (3 - 2 * grow)  # smoothstep: emergence starts and ends gently
     decay = np.exp(-np.clip(tt - bp["t_e"] - bp["tau_e"], 0, None) / bp["tau_d"])
     flux = bp["flux"] * grow * decay
@@ -141,8 +149,9 @@ def _pole_tracks(bp: dict[str, np.ndarray], t: np.ndarray, drift: np.ndarray) ->
     }
 
 
-def _flare_rate(tracks: dict[str, np.ndarray], productivity: float) -> dict[str, np.ndarray]:
-    """Flare rate (>= C per day) from the R-value proxy and the 6 h increase of unsigned flux."""
+def _flare_rate(tracks: dict[str, np.ndarray], productivity: float,
+                emergence_gain: float = 1.0) -> dict[str, np.ndarray]:
+    """Flare rate (>= C per day) from the R-value proxy and the 6 h increase of unsigned flux (x ``emergence_gain``)."""
     x, y, s, f = tracks["x"], tracks["y"], tracks["sigma"], tracks["flux"]
     d2 = (x[:, :, None] - x[:, None, :]) ** 2 + (y[:, :, None] - y[:, None, :]) ** 2
     s2 = s[:, :, None] ** 2 + s[:, None, :] ** 2
@@ -152,7 +161,7 @@ def _flare_rate(tracks: dict[str, np.ndarray], productivity: float) -> dict[str,
     unsigned = np.abs(f).sum(axis=1)
     increase = np.zeros_like(unsigned)
     increase[30:] = np.clip(unsigned[30:] - unsigned[:-30], 0, None)
-    raw = productivity * (RATE_QUIET + RATE_R * r_value / R0 + RATE_EMERGENCE * increase / EMERGENCE_SCALE)
+    raw = productivity * (RATE_QUIET + RATE_R * r_value / R0 + emergence_gain * RATE_EMERGENCE * increase / EMERGENCE_SCALE)
     rate = RATE_MAX * -np.expm1(-raw / RATE_MAX)  # soft saturation: even a monster AR has a finite rate
     return {"rate": rate, "r_value": r_value, "unsigned_flux": unsigned, "flux_increase_6h": increase}
 
@@ -236,18 +245,33 @@ class Region:
     split: str = ""
 
 
-def simulate(index: int, *, seed: int, hours: float | None, activity: float = 1.0) -> Region:
-    """Simulate AR number ``index``: morphology, evolution, flare rate, flares and labels."""
+def simulate(index: int, *, seed: int, hours: float | None, activity: float = 1.0,
+             decaying_share: float = 0.0, emergence_gain: float = 1.0) -> Region:
+    """Simulate AR number ``index``: morphology, evolution, flare rate, flares and labels.
+
+    ``decaying_share`` is the probability that an emergence episode runs backwards: its
+    bipole starts at full flux and separation, then sinks (flux to 0, footpoints converging)
+    over the same time. Frame by frame such a bipole looks like an emerging one, but a
+    falling flux adds no flare rate, so only the direction of change tells a flaring AR from
+    a quiet one: the knob sets how much of the skill needs time order. The draws come from
+    their own stream, so everything else about the AR is the same for every share, and 0
+    reproduces the default data set byte for byte. ``emergence_gain`` multiplies the flare
+    rate's emergence term (the 6 h flux increase), the part of the rate only change shows.
+    """
     phys_seq, noise_seq = np.random.SeedSequence(seed, spawn_key=(index,)).spawn(2)
     rng = np.random.default_rng(phys_seq)
     kind = _kind(index, seed=seed)
     n_frames = round((hours if hours is not None else rng.uniform(*WINDOW_H)) / CADENCE_H)
     n_steps = n_frames + STEPS_PER_DAY  # labels of the last frame need the following 24 h
     t = np.arange(-HISTORY_STEPS, n_steps) * CADENCE_H
-    bipoles = _draw_bipoles(rng, kind, window_h=n_frames * CADENCE_H, horizon_h=t[-1])
+    reverse = None
+    if decaying_share > 0:
+        flips = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index, 2**29)))
+        reverse = flips.random(64) - decaying_share  # < 0 with probability decaying_share
+    bipoles = _draw_bipoles(rng, kind, window_h=n_frames * CADENCE_H, horizon_h=t[-1], reverse=reverse)
     tracks = _pole_tracks(bipoles, t, drift=rng.normal(0, 0.0015, size=2))
     productivity = activity * float(rng.lognormal(0, PRODUCTIVITY_SPREAD))
-    latent = {k: v[HISTORY_STEPS:] for k, v in _flare_rate(tracks, productivity).items()}
+    latent = {k: v[HISTORY_STEPS:] for k, v in _flare_rate(tracks, productivity, emergence_gain).items()}
     steps, seconds, flux = _draw_flares(rng, latent["rate"])
     start = START + timedelta(minutes=12 * (index * 2 * STEPS_PER_DAY + int(rng.integers(0, STEPS_PER_DAY))))
     flares = [(start + timedelta(minutes=12 * int(k), seconds=int(s)), float(f))

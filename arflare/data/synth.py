@@ -205,8 +205,8 @@ def _move_into_place(tmp: Path, out_dir: Path, *, overwrite: bool) -> None:
 
 
 def generate(out_dir: Path, *, ars: int = DEFAULT_ARS, size: int = 64, seed: int = 0, samples_per_shard: int = 500,
-             hours: float | None = None, activity: float = 1.0, progress: bool = True,
-             overwrite: bool = False) -> SynthSummary:
+             hours: float | None = None, activity: float = 1.0, decaying_share: float = 0.0,
+             emergence_gain: float = 1.0, progress: bool = True, overwrite: bool = False) -> SynthSummary:
     """Simulate ``ars`` active regions and write them as a data set in the AR-flares format.
 
     Writes ``magnetograms/{train,val,test}/shard-*.tar`` (``<key>.png`` + ``<key>.json``),
@@ -230,6 +230,11 @@ def generate(out_dir: Path, *, ars: int = DEFAULT_ARS, size: int = 64, seed: int
         hours: Observed window of every AR in hours (for tiny tests); default: 36-60 h each.
         activity: Multiplies every AR's flare rate (before it saturates), like the solar cycle;
             raise it (e.g. 10) for tiny test sets that must contain flares.
+        decaying_share: Probability that an emergence episode runs backwards (flux that sinks and
+            converges, looking like emergence frame by frame but adding no flare rate); with
+            ``emergence_gain`` it sets how much of the skill needs time order. 0 (default) and
+            gain 1 give the default set; ``0.5`` and ``3`` give the temporal-study set.
+        emergence_gain: Multiplies the flare rate's emergence term (the 6 h flux increase).
         progress: Show a progress bar on stderr.
         overwrite: Replace an existing non-empty ``out_dir``.
 
@@ -240,12 +245,17 @@ def generate(out_dir: Path, *, ars: int = DEFAULT_ARS, size: int = 64, seed: int
     if ars < 3 or size < 8 or samples_per_shard < 1 or (hours is not None and hours < CADENCE_H):
         raise ValueError(f"Need ars >= 3 (got {ars}), size >= 8 (got {size}), samples_per_shard >= 1 "
                          f"(got {samples_per_shard}) and hours >= {CADENCE_H} (got {hours})")
+    if not 0 <= decaying_share <= 1 or emergence_gain < 0:
+        raise ValueError(f"Need 0 <= decaying_share <= 1 (got {decaying_share}) and emergence_gain >= 0 "
+                         f"(got {emergence_gain})")
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise FileExistsError(f"{out_dir} exists and is not empty; delete it or pass overwrite=True (--overwrite)")
-    regions = [simulate(i, seed=seed, hours=hours, activity=activity) for i in range(ars)]
+    regions = [simulate(i, seed=seed, hours=hours, activity=activity, decaying_share=decaying_share,
+                        emergence_gain=emergence_gain) for i in range(ars)]
     _assign_splits(regions, seed=seed)
     params = {"ars": ars, "size": size, "seed": seed, "samples_per_shard": samples_per_shard,
-              "hours": hours, "activity": activity}
+              "hours": hours, "activity": activity, "decaying_share": decaying_share,
+              "emergence_gain": emergence_gain}
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     try:
@@ -284,6 +294,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes")
     parser.add_argument("--hours", type=float, default=None, help="observed hours per AR (default 36-60)")
     parser.add_argument("--activity", type=float, default=1.0, help="flare-rate multiplier (default 1)")
+    parser.add_argument("--decaying-share", type=float, default=0.0,
+                        help="share of emergence episodes that run backwards: they look like emergence in one "
+                             "frame but add no flare rate, so only time order tells (default 0; 0.5 for a "
+                             "temporal study)")
+    parser.add_argument("--emergence-gain", type=float, default=1.0,
+                        help="multiplies the flare rate's flux-emergence term (default 1; 3 for a temporal study)")
     parser.add_argument("--samples-per-shard", type=int, default=500, help="frames per tar shard")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -291,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         summary = generate(args.out, ars=args.ars, size=args.size, seed=args.seed, hours=args.hours,
-                           activity=args.activity, samples_per_shard=args.samples_per_shard,
+                           activity=args.activity, decaying_share=args.decaying_share,
+                           emergence_gain=args.emergence_gain, samples_per_shard=args.samples_per_shard,
                            progress=not args.quiet, overwrite=args.overwrite)
     except (FileExistsError, ValueError) as exc:
         print(f"arflare synth: {exc}", file=sys.stderr)
