@@ -219,3 +219,15 @@ def test_cli_main_writes_a_data_set_without_importing_torch(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "train" in result.stdout and (tmp_path / "cli" / "synth.json").exists()
     assert synth.main(["--out", str(tmp_path / "cli"), "--ars", "3", "--quiet"]) == 2  # not empty: refused
+
+
+def test_decaying_share_runs_emergence_backwards_and_zero_is_the_default():
+    index = next(i for i in range(40) if synth.simulate(i, seed=0, hours=20.0).kind == "emerging")
+    default = synth.simulate(index, seed=0, hours=20.0)
+    zero, backwards = (synth.simulate(index, seed=0, hours=20.0, decaying_share=share) for share in (0.0, 1.0))
+    np.testing.assert_array_equal(default.labels["largest"], zero.labels["largest"])
+    assert (backwards.kind, backwards.n_frames) == (default.kind, default.n_frames)  # the same AR otherwise
+    growth = np.diff(np.abs(default.tracks["flux"][2:]), axis=0)
+    assert growth.max() > 0  # an emerging AR gains flux ...
+    assert np.diff(np.abs(backwards.tracks["flux"][2:]), axis=0).max() <= 1e-9  # ... run backwards, it only loses it
+    assert backwards.latent["flux_increase_6h"].max() == 0  # so the emergence term of its rate is off
