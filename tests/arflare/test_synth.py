@@ -231,3 +231,19 @@ def test_decaying_share_runs_emergence_backwards_and_zero_is_the_default():
     assert growth.max() > 0  # an emerging AR gains flux ...
     assert np.diff(np.abs(backwards.tracks["flux"][2:]), axis=0).max() <= 1e-9  # ... run backwards, it only loses it
     assert backwards.latent["flux_increase_6h"].max() == 0  # so the emergence term of its rate is off
+
+
+def test_realism_table_measures_the_set(tiny):
+    import importlib.util
+
+    path = Path(__file__).parents[2] / "scripts" / "synth_realism.py"
+    spec = importlib.util.spec_from_file_location("synth_realism", path)
+    realism = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(realism)
+    rows = {name: synthetic for name, synthetic, _ in realism.realism_rows(tiny)}
+    truth = pd.read_parquet(tiny / "ground_truth.parquet")
+    assert rows["cadence"].startswith("12 min")
+    assert rows["positive (>= C in 24 h)"] == f"{truth['label'].mean():.1%}"
+    assert rows["ARs per split (train/val/test)"] == "/".join(str(truth[truth["split"] == s]["ar"].nunique()) for s in SPLITS)
+    shares = [float(v.split()[-1].rstrip("%")) for v in rows["PNG pixels by abs(B)"].split(", ")]
+    assert sum(shares) == pytest.approx(100, abs=0.05)
