@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from registry.errors import RegistryError
+from registry.errors import UserError
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_FILE = "experiments.yaml"
@@ -49,20 +49,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)  # a scheduler's SIGTERM ends runs as KILLED, like Ctrl-C
     try:
         return args.handler(args)
-    except RegistryError as exc:
+    except (UserError, FileNotFoundError) as exc:  # bad input: say what and how to fix it, no traceback
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except Exception as exc:  # bad input found below the CLI: say what and exit non-zero, no bare traceback
-        from arflare.errors import user_error_message
-
-        message = user_error_message(exc)
-        if message is None:
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        return EXIT_BAD_INPUT
 
 
 def _raise_interrupt(signum, frame):
@@ -77,6 +69,8 @@ def _positive_int(text: str) -> int:
 
 
 def _build_parser() -> argparse.ArgumentParser:
+    from arflare.metrics import compare_choices
+
     parser = argparse.ArgumentParser(prog="arflare", description=_DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     common = argparse.ArgumentParser(add_help=False)
@@ -105,7 +99,8 @@ def _build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--force", action="store_true", help="run even when an identical spec+data already has a FINISHED run")
     cmd.add_argument("--dry-run", action="store_true", help="validate and list the runs that would start; train nothing")
     cmd = add("compare", _cmd_compare, "rank tracked runs by a skill score", "arflare compare --metric tss --split test --top 10")
-    cmd.add_argument("--metric", default="tss", help="tss|hss|auc|pr_auc|f1|bss|brier|tpr@fpr=1e-3|tpr@fpr=1e-4|tpr@fpr=1e-2|fpr@tpr=0.9 (default tss)")
+    cmd.add_argument("--metric", default="tss", help=f"{'|'.join(compare_choices())} or any logged metric name; "
+                     "case-insensitive (default tss)")
     cmd.add_argument("--split", choices=("test", "val"), default="test", help="which split's metric (default test)")
     cmd.add_argument("--experiment", "-e", nargs="+", metavar="NAME", help="only these experiments")
     cmd.add_argument("--top", type=_positive_int, metavar="N", help="only the best N runs")

@@ -17,7 +17,6 @@ import yaml
 from arflare.errors import UsageError
 
 log = logging.getLogger("arflare")
-HEADLINE = (("TSS", "tss"), ("HSS", "hss"), ("AUC", "auc"), ("TPR@FPR=1e-3", "tpr_at_fpr_1e-3"))
 
 
 def open_tracker(registry):
@@ -79,8 +78,7 @@ def prepare_data(spec, *, progress: bool = True):
         if not data.root.exists():
             raise UsageError(f"data.generate_if_missing wrote {data.root.parent}, but data.root {data.root} is not in it; "
                              f"point data.root at {data.root.parent / 'magnetograms'}")
-    flow_root = data.flow_root if data.input_mode == "flow" else None
-    return build_index(data.root, flow_root=flow_root, cache_dir=data.cache_dir, strict=data.strict, progress=progress)
+    return build_index(data.root, flow_root=data.flow_input, cache_dir=data.cache_dir, strict=data.strict, progress=progress)
 
 
 def preflight(spec) -> None:
@@ -140,7 +138,7 @@ def input_fingerprint(spec, index) -> str:
 
 
 def _data_key(spec) -> tuple:
-    return spec.data.root, spec.data.flow_root if spec.data.input_mode == "flow" else None, spec.data.strict
+    return spec.data.root, spec.data.flow_input, spec.data.strict
 
 
 def _prepare_all(plans) -> dict:
@@ -209,18 +207,27 @@ def compare(registry, *, metric: str, split: str, experiments: Sequence[str] | N
         key, higher = compare_metric_key(metric, split)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    columns = [MetricColumn(label, f"{split}/{name}") for label, name in HEADLINE]
+    headline = _headline_columns()
+    columns = [MetricColumn(label, f"{split}/{name}") for label, name in headline]
     records = open_tracker(registry).search(experiments=experiments)
     if not records:
         scope = f" for {', '.join(experiments)}" if experiments else ""
         return f"no runs yet{scope}; start one with: arflare run NAME"
-    label = next((lab for lab, name in HEADLINE if f"{split}/{name}" == key), metric)
+    label = next((lab for lab, name in headline if f"{split}/{name}" == key), metric)
     table = compare_runs(records, metric=MetricColumn(label, key), higher_is_better=higher, columns=columns, top=top)
     return render(table, fmt)
 
 
+def _headline_columns() -> list[tuple[str, str]]:
+    """(column label, metric name) of the headline metrics, from the metric table."""
+    from arflare.metrics import headline_metrics
+
+    return [(metric.column, metric.name) for metric in headline_metrics()]
+
+
 def _headline(metrics) -> str:
-    return "  ".join(f"test {label} {metrics[f'test/{name}']:.3f}" for label, name in HEADLINE if f"test/{name}" in metrics) or "no test metrics"
+    return "  ".join(f"test {label} {metrics[f'test/{name}']:.3f}" for label, name in _headline_columns()
+                     if f"test/{name}" in metrics) or "no test metrics"
 
 
 def _attach_log_file(path: Path) -> list[logging.Handler]:

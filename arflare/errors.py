@@ -1,23 +1,24 @@
-"""Errors a user can fix, and how the CLI turns known bad-input exceptions into one clear line."""
+"""Errors a user can fix; all derive from :class:`registry.errors.UserError`, which the CLI catches.
+
+The root lives in ``registry`` because ``registry`` never imports ``arflare``; arflare's user
+errors subclass it. Each is also a ``ValueError`` so library callers that catch bad values
+keep working. This module imports nothing heavy, so the CLI can catch these without torch.
+
+- :class:`registry.errors.RegistryError`: a registry file or ``--set`` is wrong (every problem listed).
+- :class:`UsageError`: bad input found after parsing (unknown metric, data root in the wrong place).
+- :class:`DataError`: the data on disk is unusable as given (names the shard and member).
+"""
 
 from __future__ import annotations
 
-import sys
+from registry.errors import UserError
+
+__all__ = ["DataError", "UsageError", "UserError"]
 
 
-class UsageError(ValueError):
+class UsageError(UserError, ValueError):
     """Bad input found after parsing (unknown metric, data root in the wrong place); exit code 2."""
 
 
-def user_error_message(exc: BaseException) -> str | None:
-    """The message to print for a bad-input exception, or None for a bug (which keeps its traceback).
-
-    Only looks at modules already imported, so this never pulls in torch.
-    """
-    if isinstance(exc, UsageError | FileNotFoundError):
-        return str(exc)
-    for module, names in (("arflare.data.index", ("DataError",)), ("arflare.data.shards", ("ShardFormatError",))):
-        loaded = sys.modules.get(module)
-        if loaded is not None and any(isinstance(exc, getattr(loaded, name, ())) for name in names):
-            return str(exc)
-    return None
+class DataError(UserError, ValueError):
+    """The data on disk is unusable as given; the message names the shard and member."""

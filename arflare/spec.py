@@ -11,28 +11,51 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from collections.abc import Callable
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-InputMode = Literal["frame", "flow", "sequence", "multiscale", "diff"]
-Variant = Literal["auto", "single", "two_stream", "temporal", "diff_attention"]
+from arflare.data.modes import INPUT_MODES, InputMode, describe_modes
+from arflare.metrics import monitor_choices, threshold_choices
+from arflare.models.variants import VARIANTS
+from arflare.tables import NamedTable
+from registry.errors import did_you_mean
 
-# Which model variant each input mode feeds by default, and which variants can read it.
-_AUTO_VARIANT: dict[str, str] = {
-    "frame": "single",
-    "flow": "two_stream",
-    "sequence": "temporal",
-    "multiscale": "single",
-    "diff": "diff_attention",
-}
-_COMPATIBLE: dict[str, tuple[str, ...]] = {
-    "frame": ("single",),
-    "flow": ("two_stream",),
-    "sequence": ("temporal",),
-    "multiscale": ("single",),
-    "diff": ("diff_attention", "single"),
-}
+
+def _known(table: NamedTable, *, also: tuple[str, ...] = ()) -> Callable[[str], str]:
+    """A field validator accepting a name of ``table`` (looked up at validation time) or one of ``also``."""
+    def check(name: str) -> str:
+        if name not in also:
+            table[name]  # raises UsageError (a ValueError) listing the known names
+        return name
+    return check
+
+
+def _one_of(choices: Callable[[], tuple[str, ...]], what: str) -> Callable[[str], str]:
+    """A field validator accepting one of ``choices()``, computed from the metric table when validating."""
+    def check(name: str) -> str:
+        allowed = choices()
+        if name not in allowed:
+            raise ValueError(f"Unknown {what} {name!r}; available: {', '.join(allowed)}{did_you_mean(name, allowed)}")
+        return name
+    return check
+
+
+# Names validated against the tables when a spec is parsed, so rows registered later count too.
+InputModeName = Annotated[str, AfterValidator(_known(INPUT_MODES))]
+VariantName = Annotated[str, AfterValidator(_known(VARIANTS, also=("auto",)))]
+MonitorName = Annotated[str, AfterValidator(_one_of(monitor_choices, "eval.monitor value"))]
+ThresholdMetricName = Annotated[str, AfterValidator(_one_of(threshold_choices, "eval.threshold_metric value"))]
+
+
+def _auto_variants() -> str:
+    by_variant: dict[str, list[str]] = {}
+    for mode in INPUT_MODES.rows():
+        by_variant.setdefault(mode.default_variant, []).append(mode.name)
+    return ", ".join(f"{'/'.join(modes)} -> {variant}" for variant, modes in by_variant.items())
+
+
 # Fields that change where things are or how fast a run goes, not what it computes: left out of
 # the hash. The data itself is identified by the index fingerprint passed to spec_hash, so the
 # same shards in another checkout or on a cluster hash the same.
@@ -66,7 +89,7 @@ class DataSpec(_Spec):
     flow_root: Path | None = Field(None, description="Folder holding {train,val,test}/*.tar optical-flow shards (<key>.flow.npz); needed by input_mode 'flow'.")
     generate_if_missing: bool = Field(False, description="When root is missing, generate the synthetic data set in its parent folder first (for the shipped synthetic default; keep false for real data).")
     image_size: int = Field(112, ge=16, le=1024, description="Frames are resized to this many pixels square before the model sees them.")
-    input_mode: InputMode = Field("frame", description="frame: one magnetogram; flow: frame + 2-channel optical flow; sequence: frames at offsets_min; multiscale: t, t-1h, t-6h as 3 channels; diff: frame and I_t - I_{t-12min}.")
+    input_mode: InputModeName = Field("frame", description=describe_modes() + ".")
     offsets_min: tuple[int, ...] = Field((0, -60, -360), min_length=1, description="Past offsets in minutes for 'sequence' and 'multiscale' (12-minute cadence); history comes from the same AR only.")
     require_complete_history: bool = Field(False, description="Drop samples whose history frames are missing instead of padding with the AR's earliest frame.")
     min_flare_class: Literal["C", "M"] = Field("C", description="Positive when the largest flare in the next 24 h is at least this GOES class.")
@@ -81,16 +104,30 @@ class DataSpec(_Spec):
     def _check_offsets(self) -> DataSpec:
         if any(offset > 0 for offset in self.offsets_min):
             raise ValueError(f"data.offsets_min {list(self.offsets_min)} looks into the future; offsets must be <= 0 minutes")
-        if self.input_mode == "multiscale" and len(self.offsets_min) != 3:
-            raise ValueError("data.input_mode 'multiscale' stacks exactly 3 frames; set data.offsets_min to three offsets, e.g. [0, -60, -360]")
+        wanted = self.mode.exact_offsets
+        if wanted is not None and len(self.offsets_min) != wanted:
+            default = list(DataSpec.model_fields["offsets_min"].default)
+            example = f", e.g. {default}" if len(default) == wanted else ""
+            raise ValueError(f"data.input_mode {self.input_mode!r} stacks exactly {wanted} frames; set data.offsets_min "
+                             f"to {wanted} offsets{example}")
         return self
+
+    @property
+    def mode(self) -> InputMode:
+        """The input mode's row (:mod:`arflare.data.modes`)."""
+        return INPUT_MODES[self.input_mode]
+
+    @property
+    def flow_input(self) -> Path | None:
+        """The flow root the run reads: ``flow_root`` when the input mode reads flow, else None."""
+        return self.flow_root if self.mode.reads_flow else None
 
 
 class ModelSpec(_Spec):
     """The network: a timm backbone, optionally inside a two-stream / temporal / attention variant."""
 
     backbone: str = Field("convnext_atto", description="Any timm model name (timm.list_models('convnext*') lists them).")
-    variant: Variant = Field("auto", description="auto picks from data.input_mode: frame/multiscale -> single, flow -> two_stream, sequence -> temporal, diff -> diff_attention.")
+    variant: VariantName = Field("auto", description=f"auto picks from data.input_mode: {_auto_variants()}.")
     temporal_pool: Literal["mean", "attention"] = Field("mean", description="How the temporal variant pools per-frame features over time.")
     pretrained: bool = Field(False, description="Load pretrained weights. Nothing is downloaded at run time: use with pretrained_path.")
     pretrained_path: Path | None = Field(None, description="Local weights file (state dict) for the backbone.")
@@ -150,8 +187,8 @@ class TrainSpec(_Spec):
 class EvalSpec(_Spec):
     """How runs are judged: threshold on validation only, test once with the best checkpoint."""
 
-    monitor: Literal["tss", "hss", "auc", "pr_auc", "bss", "f1", "loss"] = Field("tss", description="Validation metric that picks the best checkpoint and drives early stopping (loss is minimised, the rest maximised).")
-    threshold_metric: Literal["tss", "hss", "f1"] = Field("tss", description="The decision threshold maximises this on validation and is applied unchanged to test.")
+    monitor: MonitorName = Field("tss", description="Validation metric that picks the best checkpoint and drives early stopping (loss is minimised, the rest maximised).")
+    threshold_metric: ThresholdMetricName = Field("tss", description="The decision threshold maximises this on validation and is applied unchanged to test.")
     min_recall: float | None = Field(None, gt=0, le=1, description="Only consider thresholds with at least this validation recall.")
     min_precision: float | None = Field(None, gt=0, le=1, description="Only consider thresholds with at least this validation precision.")
     plots: bool = Field(True, description="Write ROC, PR, confusion, reliability and training-curve PNGs.")
@@ -167,32 +204,30 @@ class RunSpec(_Spec):
 
     @model_validator(mode="after")
     def _check_combination(self) -> RunSpec:
-        mode, variant = self.data.input_mode, self.model.variant
-        if variant != "auto" and variant not in _COMPATIBLE[mode]:
-            raise ValueError(f"model.variant {variant!r} cannot read data.input_mode {mode!r}; use one of {list(_COMPATIBLE[mode])} or 'auto'")
-        if self.train.mixup.enabled and mode in ("flow", "sequence"):
-            raise ValueError(f"not supported yet: Mixup/CutMix with data.input_mode {mode!r} (mixing a frame with its flow or history); set train.mixup alphas to 0")
+        mode, variant = self.data.mode, self.model.variant
+        if variant != "auto" and mode.layout not in VARIANTS[variant].accepts:
+            raise ValueError(f"model.variant {variant!r} cannot read data.input_mode {mode.name!r}; use one of "
+                             f"{compatible_variants(mode)} or 'auto'")
+        if self.train.mixup.enabled and not mode.mixup:
+            raise ValueError(f"not supported yet: Mixup/CutMix with data.input_mode {mode.name!r} (it mixes the image "
+                             f"only, not the {'flow' if mode.reads_flow else 'history'}); set train.mixup alphas to 0")
         if self.train.mixup.enabled and self.train.batch_size % 2:
             raise ValueError(f"Mixup/CutMix pairs samples within a batch; train.batch_size must be even, got {self.train.batch_size}")
         if self.train.loss == "focal" and self.train.class_weights is not None:
             raise ValueError("train.loss 'focal' weighs classes with train.focal_alpha; remove train.class_weights")
-        if mode == "flow" and self.data.flow_root is None:
-            raise ValueError("data.input_mode 'flow' needs data.flow_root (the folder of <key>.flow.npz shards)")
+        if mode.reads_flow and self.data.flow_root is None:
+            raise ValueError(f"data.input_mode {mode.name!r} needs data.flow_root (the folder of <key>.flow.npz shards)")
         return self
 
     @property
     def variant(self) -> str:
         """The model variant after resolving 'auto' from the input mode."""
-        return _AUTO_VARIANT[self.data.input_mode] if self.model.variant == "auto" else self.model.variant
+        return self.data.mode.default_variant if self.model.variant == "auto" else self.model.variant
 
     @property
     def in_chans(self) -> int:
         """Channels of the image tensor the backbone sees per frame."""
-        if self.data.input_mode == "multiscale":
-            return 3
-        if self.data.input_mode == "diff" and self.variant == "single":
-            return 2
-        return 1
+        return self.data.mode.image_channels(self.data.offsets_min) // VARIANTS[self.variant].channel_groups
 
     def spec_hash(self, data_fingerprint: str = "") -> str:
         """Identity of a run: the resolved spec (minus location and speed knobs) plus what it reads.
@@ -206,3 +241,9 @@ class RunSpec(_Spec):
             dumped[section].pop(key, None)
         payload = json.dumps({"spec": dumped, "data": data_fingerprint}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def compatible_variants(mode: InputMode) -> list[str]:
+    """Variants that can read ``mode``: its default first, then the others in table order."""
+    others = [v.name for v in VARIANTS.rows() if mode.layout in v.accepts and v.name != mode.default_variant]
+    return [mode.default_variant, *others]

@@ -103,10 +103,10 @@ def check_search_blocks(registry) -> None:
     Raises:
         RegistryError: listing every problem found.
     """
-    from arflare.metrics import METRIC_NAMES
+    from arflare.metrics import METRICS
     from registry.errors import Problem, RegistryError
 
-    objectives = {"val/loss", *(f"val/{name}" for name in METRIC_NAMES)}
+    objectives = {"val/loss", *(f"val/{name}" for name in METRICS)}
     problems: list[Problem] = []
     for name, entry in registry.experiments.items():
         if entry.search is None:

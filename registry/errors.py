@@ -3,6 +3,10 @@
 Validation never stops at the first mistake: every :class:`Problem` found is collected and
 raised together in a single :class:`RegistryError`, so one ``arflare validate`` shows the
 whole list, each with the file, line and dotted key to fix.
+
+:class:`UserError` is the root of every error a user can fix by changing their input. It lives
+here, not in the application, because ``registry`` never imports the application: the
+application's own user errors (``arflare.errors``) subclass it, and a CLI catches this one class.
 """
 
 from __future__ import annotations
@@ -62,7 +66,15 @@ class Problem:
         return ": ".join(part for part in (where, what, self.message) if part)
 
 
-class RegistryError(Exception):
+class UserError(Exception):
+    """Bad input the user can fix: a CLI prints the message (no traceback) and exits with code 2.
+
+    Subclasses: :class:`RegistryError` here; the application adds its own (usage, data).
+    A bug is never a ``UserError``: it keeps its traceback.
+    """
+
+
+class RegistryError(UserError):
     """Every problem found in one registry file (or one command line), raised together.
 
     Attributes:

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from arflare.data.datasets import MODES, FlareDataset
+from arflare.data.datasets import FlareDataset
+from arflare.data.modes import INPUT_MODES
 from arflare.data.index import DataIndex, build_index
 
 BATCH_SIZE = 32
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     baseline = bare_loop(index, split=args.split, items=items)
     print(f"{'mode':<12}{'workers':>8}{'samples/s':>12}{'x baseline':>12}")
     print(f"{'bare loop':<12}{0:>8}{baseline:>12.0f}{1.0:>12.2f}")
-    for mode in MODES:
+    for mode in INPUT_MODES:
         if mode == "flow" and args.flow_root is None:
             continue
         dataset = FlareDataset(index, args.split, mode=mode, image_size=args.size)

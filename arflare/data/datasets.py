@@ -1,4 +1,4 @@
-"""Map-style torch dataset over an indexed shard set, in five input modes.
+"""Map-style torch dataset over an indexed shard set, in any input mode of :mod:`arflare.data.modes`.
 
 Every item is read by byte offset from the shards (no tar parsing at train time), so
 history frames of a sequence can live in other shards than the target frame. Files
@@ -24,11 +24,15 @@ import torch.nn.functional as F
 from PIL import Image
 
 from arflare.data.augment import AugmentParams, augment as apply_augment
-from arflare.data.index import DataError, DataIndex
+from arflare.data.index import DataIndex
+from arflare.data.modes import CADENCE_MIN, INPUT_MODES
+from arflare.errors import DataError
+from arflare.tables import resolve
 
-Mode = Literal["frame", "flow", "sequence", "multiscale", "diff"]
-MODES = ("frame", "flow", "sequence", "multiscale", "diff")
-CADENCE_S = 12 * 60  # HMI SHARP frames are 12 minutes apart
+CADENCE_S = CADENCE_MIN * 60
+# Transitional: the names tests/arflare/test_models.py (time-reversal test, landing in parallel)
+# reads; to be replaced there by INPUT_MODES and the rows' compose functions, then deleted.
+MODES = tuple(INPUT_MODES)
 _MAX_OPEN_FILES = 128  # 950k images in ~1000 shards: stay far below `ulimit -n`
 _MAX_SUBSTITUTES = 16
 _open_files: OrderedDict[tuple[int, str], int] = OrderedDict()
@@ -36,19 +40,20 @@ _warned: set[str] = set()
 
 
 class FlareDataset(torch.utils.data.Dataset):
-    """Items of one split: ``{"image", "label", "index"}`` (and ``"flow"`` in flow mode).
+    """Items of one split: the input mode's tensors (``"image"``, and ``"flow"`` in flow mode), ``"label"``, ``"index"``.
 
-    Shapes with ``S = image_size``: frame ``(1,S,S)``; flow ``(1,S,S)`` plus flow
-    ``(2,S,S)`` (u, v in pixels per frame at size S); sequence ``(T,1,S,S)`` in the
-    order of ``offsets_min``; multiscale ``(T,S,S)``, the same frames as channels;
-    diff ``(2,S,S)`` = ``[I_t, I_t - I_(t-12 min)]``. Pixels are field values scaled to
+    The mode's row (:data:`arflare.data.modes.INPUT_MODES`) says which frames an item reads
+    and its compose function builds the tensors. Shipped shapes with ``S = image_size``:
+    frame ``(1,S,S)``; flow ``(1,S,S)`` plus flow ``(2,S,S)`` (u, v in pixels per frame at
+    size S); sequence ``(T,1,S,S)`` in the order of ``offsets_min``; multiscale ``(T,S,S)``,
+    the same frames as channels; diff ``(2,S,S)`` = ``[I_t, I_t - I_(t-12 min)]``. Pixels are field values scaled to
     [-1, 1] (0 = 0 G). History frames come from the same AR: the frame at exactly
     ``t + offset``, else the nearest earlier one within 12 minutes.
 
     Args:
         index: the indexed shard set.
         split: ``"train"``, ``"val"`` or ``"test"``.
-        mode: input mode, see above.
+        mode: an input mode name, see above.
         image_size: side length S of the returned images.
         offsets_min: history offsets in minutes (<= 0) for sequence and multiscale.
         require_complete_history: drop items with a missing history frame; otherwise
@@ -66,7 +71,7 @@ class FlareDataset(torch.utils.data.Dataset):
         index: DataIndex,
         split: str,
         *,
-        mode: Mode = "frame",
+        mode: str = "frame",
         image_size: int = 112,
         offsets_min: Sequence[int] = (0, -60, -360),
         require_complete_history: bool = False,
@@ -75,12 +80,12 @@ class FlareDataset(torch.utils.data.Dataset):
         seed: int = 0,
         skip_corrupt: bool = True,
     ) -> None:
-        _check_args(index, split, mode, image_size, offsets_min, min_flare_class)
+        _check_args(index, split, image_size, offsets_min, min_flare_class)
+        self.input_mode = INPUT_MODES[mode]  # an unknown name raises, listing the known ones
+        self._compose = resolve(self.input_mode.compose)
         table = index.table[index.table["split"] == split].reset_index(drop=True)
-        offsets = {"frame": (0,), "flow": (0,), "diff": (0, -CADENCE_S // 60)}.get(mode, tuple(offsets_min))
-        # A difference image with a missing previous frame says "no change" (the frame itself),
-        # not "the change since the AR was first seen", which is what padding with the earliest would say.
-        rows, complete = resolve_history(table, offsets, fill="self" if mode == "diff" else "earliest")
+        offsets = self.input_mode.history(offsets_min)
+        rows, complete = resolve_history(table, offsets, fill=self.input_mode.fill)
         keep = complete if require_complete_history else np.ones(len(table), dtype=bool)
         if not keep.any():
             raise DataError(
@@ -96,7 +101,7 @@ class FlareDataset(torch.utils.data.Dataset):
         self._shards, self._shard_code = _paths(index.root, table["shard"])
         self._png = table[["png_offset", "png_size"]].to_numpy(np.int64)
         self._flow = table[["flow_offset", "flow_size"]].to_numpy(np.int64)
-        if mode == "flow":
+        if self.input_mode.reads_flow:
             _check_flow(index, table.iloc[self._rows[:, 0]])
             self._flow_shards, self._flow_code = _paths(index.flow_root, table["flow_shard"].fillna(""))
         labels = table["label"].to_numpy(np.int64)
@@ -145,14 +150,15 @@ class FlareDataset(torch.utils.data.Dataset):
     def _load(self, i: int) -> dict:
         rows = self._rows[i]
         frames = torch.stack([self._read_image(r) for r in rows])  # (T, 1, S, S)
-        flow = self._read_flow(rows[0]) if self.mode == "flow" else None
+        flow = self._read_flow(rows[0]) if self.input_mode.reads_flow else None
         if self.augment is not None:
             generator = torch.Generator().manual_seed(self._item_seed(i))
             frames, flow = apply_augment(frames, flow, self.augment, generator)
-        item = {"image": _compose(frames, self.mode), "label": torch.tensor(float(self._labels[i])), "index": i}
-        if flow is not None:
-            item["flow"] = flow
-        return item
+        inputs = self._compose(frames, flow)
+        if set(inputs) != set(self.input_mode.keys):
+            raise ValueError(f"input mode {self.mode!r} declares keys {list(self.input_mode.keys)} but its compose "
+                             f"function returned {list(inputs)}; make them agree")
+        return {**inputs, "label": torch.tensor(float(self._labels[i])), "index": i}
 
     def _item_seed(self, i: int) -> int:
         return int(np.random.SeedSequence([self.seed, self.epoch, i]).generate_state(1, np.uint64)[0] >> 1)
@@ -231,16 +237,6 @@ def resolve_history(table: pd.DataFrame, offsets_min: Sequence[int], *,
     return rows, complete
 
 
-def _compose(frames: torch.Tensor, mode: str) -> torch.Tensor:
-    if mode == "sequence":
-        return frames
-    if mode == "multiscale":
-        return frames[:, 0]
-    if mode == "diff":
-        return torch.cat([frames[0], frames[0] - frames[1]])
-    return frames[0]
-
-
 def _to_gray(img: Image.Image) -> np.ndarray:
     if img.mode not in ("L", "P", "RGB", "RGBA", "LA"):
         raise ValueError(f"expected an 8-bit grayscale PNG, got mode {img.mode!r}")
@@ -273,7 +269,7 @@ def _paths(root, shards: pd.Series) -> tuple[list[str], np.ndarray]:
 
 def _check_flow(index: DataIndex, rows: pd.DataFrame) -> None:
     if index.flow_root is None:
-        raise DataError("mode='flow' needs optical flow: build the index with flow_root=<flow shard root>")
+        raise DataError("this input mode reads optical flow: build the index with flow_root=<flow shard root>")
     missing = rows[~rows["has_flow"]]
     if len(missing):
         first = missing.iloc[0]
@@ -284,12 +280,10 @@ def _check_flow(index: DataIndex, rows: pd.DataFrame) -> None:
         )
 
 
-def _check_args(index, split, mode, image_size, offsets_min, min_flare_class) -> None:
+def _check_args(index, split, image_size, offsets_min, min_flare_class) -> None:
     splits = sorted(index.table["split"].unique())
     if split not in splits:
         raise ValueError(f"Unknown split {split!r}; available: {', '.join(splits)}")
-    if mode not in MODES:
-        raise ValueError(f"Unknown mode {mode!r}; available: {', '.join(MODES)}")
     if min_flare_class not in ("C", "M"):
         raise ValueError(f"min_flare_class={min_flare_class!r} must be 'C' or 'M'")
     if image_size < 1:
@@ -302,3 +296,8 @@ def _warn_once(message: str) -> None:
     if message not in _warned:
         _warned.add(message)
         warnings.warn(message, stacklevel=3)
+
+
+def _compose(frames: torch.Tensor, mode: str) -> torch.Tensor:
+    """Transitional (see ``MODES``): the ``image`` tensor of ``mode`` composed from ``frames``, without flow."""
+    return resolve(INPUT_MODES[mode].compose)(frames, None)["image"]

@@ -27,16 +27,13 @@ from tqdm import tqdm
 
 from arflare.data.index_report import skipped_text
 from arflare.data.shards import SPLITS, Member, ShardFormatError, iter_members, parse_key
+from arflare.errors import DataError
 
 _CACHE_FORMAT = 1  # bump when the table's columns change, so old caches are rebuilt
 COLUMNS = (
     "split", "shard", "key", "ar", "timestamp", "label", "reg_label", "png_offset",
     "png_size", "has_flow", "flow_shard", "flow_offset", "flow_size", "meta",
 )  # fmt: skip
-
-
-class DataError(ValueError):
-    """The data on disk is unusable as given; the message names the shard and member."""
 
 
 @dataclass(frozen=True)

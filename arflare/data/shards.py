@@ -20,13 +20,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from arflare.errors import DataError
+
 SPLITS = ("train", "val", "test")
 # Longest first so that ``.flow.npz`` wins over a hypothetical ``.npz``.
 KNOWN_EXTENSIONS = ("flow.npz", "png", "json")
 _TIME_RE = re.compile(r"(\d{8}_\d{6})")
 
 
-class ShardFormatError(ValueError):
+class ShardFormatError(DataError):
     """A shard or one of its members does not follow the format; the message names both."""
 
 

@@ -11,6 +11,8 @@ regions, and at initialisation the model is close to the plain backbone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -87,3 +89,10 @@ class DiffAttentionModel(nn.Module):
         attn = self.attention(image[:, self.in_chans:], feats.shape[-2:])
         pooled = self.backbone.forward_head(feats * (1 + attn), pre_logits=True)
         return self.head(self.dropout(pooled))
+
+
+def build_diff_attention(make_backbone: Callable[..., nn.Module], *, in_chans: int, num_outputs: int,
+                         drop_rate: float, **_: object) -> nn.Module:
+    """The ``diff_attention`` variant (registered in :mod:`arflare.models.variants`)."""
+    return DiffAttentionModel(make_backbone(in_chans, 0), in_chans=in_chans, num_outputs=num_outputs,
+                              drop_rate=drop_rate)

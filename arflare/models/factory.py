@@ -1,14 +1,14 @@
 """``build_model``: a variant name and plain keyword arguments -> an ``nn.Module``.
 
 Every model takes a dict of batch-first tensors and returns logits ``(B, num_outputs)``.
-The variants are a small name -> builder registry; each builder receives a
-``make_backbone(in_chans, num_classes)`` callable so that the backbone rules
-(no downloads, drop-path support, local weights) live in ``_backbone`` only.
+The variants are rows of :data:`arflare.models.variants.VARIANTS`, each naming a builder that
+lives beside its model; each builder receives a ``make_backbone(in_chans, num_classes)``
+callable so that the backbone rules (no downloads, drop-path support, local weights) live in
+``_backbone`` only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Literal
@@ -16,46 +16,8 @@ from typing import Literal
 from torch import nn
 
 from arflare.models._backbone import check_backbone, create_backbone
-from arflare.models.diff_attention import DiffAttentionModel
-from arflare.models.single import SingleModel
-from arflare.models.temporal import TemporalModel
-from arflare.models.two_stream import TwoStreamModel
-
-# make_backbone(in_chans, num_classes, *, drop_rate=0.0) -> timm model
-BackboneFactory = Callable[..., nn.Module]
-
-
-def _single(make_backbone: BackboneFactory, *, in_chans: int, num_outputs: int, drop_rate: float,
-            **_: object) -> nn.Module:
-    # timm's own classifier (and its drop_rate) is the head here.
-    return SingleModel(make_backbone(in_chans, num_outputs, drop_rate=drop_rate))
-
-
-def _two_stream(make_backbone: BackboneFactory, *, in_chans: int, num_outputs: int, drop_rate: float,
-                flow_channels: int, **_: object) -> nn.Module:
-    return TwoStreamModel(make_backbone(in_chans, 0), num_outputs=num_outputs, drop_rate=drop_rate,
-                          flow_channels=flow_channels)
-
-
-def _temporal(make_backbone: BackboneFactory, *, in_chans: int, num_outputs: int, drop_rate: float,
-              temporal_pool: str, **_: object) -> nn.Module:
-    return TemporalModel(make_backbone(in_chans, 0), num_outputs=num_outputs, drop_rate=drop_rate,
-                         pool=temporal_pool)
-
-
-def _diff_attention(make_backbone: BackboneFactory, *, in_chans: int, num_outputs: int,
-                    drop_rate: float, **_: object) -> nn.Module:
-    return DiffAttentionModel(make_backbone(in_chans, 0), in_chans=in_chans, num_outputs=num_outputs,
-                              drop_rate=drop_rate)
-
-
-_BUILDERS: dict[str, Callable[..., nn.Module]] = {
-    "single": _single,
-    "two_stream": _two_stream,
-    "temporal": _temporal,
-    "diff_attention": _diff_attention,
-}
-VARIANTS = tuple(_BUILDERS)
+from arflare.models.variants import VARIANTS
+from arflare.tables import resolve
 
 
 def build_model(
@@ -75,7 +37,7 @@ def build_model(
 
     Args:
         backbone: timm model name (``timm.list_models('convnext*')`` lists them).
-        variant: One of :data:`VARIANTS`. ``single``: the timm classifier on
+        variant: A name in :data:`arflare.models.variants.VARIANTS`. ``single``: the timm classifier on
             ``image (B, C, S, S)``; ``two_stream``: plus a flow CNN on ``flow (B, F, S, S)``;
             ``temporal``: a shared encoder over ``image (B, T, C, S, S)``; ``diff_attention``:
             ``image (B, 2C, S, S)`` = frame then difference, the difference gating the frame.
@@ -92,12 +54,11 @@ def build_model(
     Raises:
         ValueError: Unknown variant or backbone (with close names), or bad options.
     """
-    if variant not in _BUILDERS:
-        raise ValueError(f"Unknown model variant {variant!r}; available: {', '.join(VARIANTS)}")
+    build = resolve(VARIANTS[variant].build)  # an unknown name raises, listing the known ones
     check_backbone(backbone)
     make_backbone = partial(_make_backbone, backbone, drop_path_rate=drop_path_rate,
                             pretrained=pretrained, pretrained_path=pretrained_path)
-    return _BUILDERS[variant](make_backbone, in_chans=in_chans, num_outputs=num_outputs, drop_rate=drop_rate,
+    return build(make_backbone, in_chans=in_chans, num_outputs=num_outputs, drop_rate=drop_rate,
                               temporal_pool=temporal_pool, flow_channels=flow_channels)
 
 

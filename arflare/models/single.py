@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import Tensor, nn
 
 
@@ -19,3 +21,10 @@ class SingleModel(nn.Module):
     def forward(self, inputs: dict[str, Tensor]) -> Tensor:
         """Logits ``(B, num_outputs)`` for ``inputs["image"]`` of shape ``(B, C, S, S)``."""
         return self.backbone(inputs["image"])
+
+
+def build_single(make_backbone: Callable[..., nn.Module], *, in_chans: int, num_outputs: int, drop_rate: float,
+                 **_: object) -> nn.Module:
+    """The ``single`` variant (registered in :mod:`arflare.models.variants`)."""
+    # timm's own classifier (and its drop_rate) is the head here.
+    return SingleModel(make_backbone(in_chans, num_outputs, drop_rate=drop_rate))

@@ -11,6 +11,7 @@ layer over the T steps lets every step see the others, so differences between st
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -48,6 +49,12 @@ class MeanPool(nn.Module):
     def forward(self, feats: Tensor) -> Tensor:
         """Mean over the T axis."""
         return feats.mean(dim=1)
+
+
+def build_temporal(make_backbone: Callable[..., nn.Module], *, in_chans: int, num_outputs: int, drop_rate: float,
+                   temporal_pool: Literal["mean", "attention"] = "mean", **_: object) -> nn.Module:
+    """The ``temporal`` variant (registered in :mod:`arflare.models.variants`); its model is defined below."""
+    return TemporalModel(make_backbone(in_chans, 0), num_outputs=num_outputs, drop_rate=drop_rate, pool=temporal_pool)
 
 
 class TemporalModel(nn.Module):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -64,3 +66,10 @@ class TwoStreamModel(nn.Module):
             raise KeyError(f"two_stream needs inputs['flow']; got keys {sorted(inputs)} (use data.input_mode 'flow')")
         fused = torch.cat([self.backbone(inputs["image"]), self.flow_encoder(inputs["flow"])], dim=1)
         return self.head(self.dropout(fused))
+
+
+def build_two_stream(make_backbone: Callable[..., nn.Module], *, in_chans: int, num_outputs: int, drop_rate: float,
+                     flow_channels: int = 2, **_: object) -> nn.Module:
+    """The ``two_stream`` variant (registered in :mod:`arflare.models.variants`)."""
+    return TwoStreamModel(make_backbone(in_chans, 0), num_outputs=num_outputs, drop_rate=drop_rate,
+                          flow_channels=flow_channels)

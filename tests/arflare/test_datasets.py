@@ -131,7 +131,7 @@ def test_dataset_pickles_and_rejects_bad_arguments(index):
     dataset = FlareDataset(index, "val", mode="diff", image_size=8)
     clone = pickle.loads(pickle.dumps(dataset))
     assert torch.equal(clone[1]["image"], dataset[1]["image"])
-    with pytest.raises(ValueError, match="Unknown mode 'video'"):
+    with pytest.raises(ValueError, match="Unknown input mode 'video'"):
         FlareDataset(index, "val", mode="video")
     with pytest.raises(ValueError, match="Unknown split 'dev'"):
         FlareDataset(index, "dev")

@@ -67,7 +67,7 @@ def test_zero_denominators_give_documented_values():
 def test_agrees_with_sklearn_on_random_data(seed):
     y, s = _random_set(seed)
     out = M.evaluate(y, s, threshold=0.5)
-    assert list(out) == list(M.METRIC_NAMES)
+    assert list(out) == list(M.METRICS)
     pred = (s >= 0.5).astype(int)
     tn, fp, fn, tp = skm.confusion_matrix(y, pred).ravel()
     assert (out["tp"], out["tn"], out["fp"], out["fn"]) == (tp, tn, fp, fn)
@@ -174,10 +174,15 @@ def test_input_validation_echoes_bad_values():
         M.probability_metrics([0, 1], [-3.0, 2.0])
 
 
-def test_higher_is_better_covers_every_metric():
-    assert set(M.HIGHER_IS_BETTER) == set(M.METRIC_NAMES)
-    assert not M.HIGHER_IS_BETTER["brier"] and not M.HIGHER_IS_BETTER["fpr_at_tpr_0.9"]
-    assert M.HIGHER_IS_BETTER["tss"] and M.HIGHER_IS_BETTER["tpr_at_fpr_1e-3"]
+def test_the_table_says_each_metric_direction_and_use():
+    assert not M.METRICS["brier"].higher_is_better and not M.METRICS["fpr_at_tpr_0.9"].higher_is_better
+    assert M.METRICS["tss"].higher_is_better and M.METRICS["tpr_at_fpr_1e-3"].higher_is_better
+    assert M.threshold_choices() == ("tss", "hss", "f1")
+    assert set(M.monitor_choices()) == {"tss", "hss", "auc", "pr_auc", "bss", "f1", "loss"}
+    assert [(m.column, m.name) for m in M.headline_metrics()] == [
+        ("TSS", "tss"), ("HSS", "hss"), ("AUC", "auc"), ("TPR@FPR=1e-3", "tpr_at_fpr_1e-3")]
+    assert M.compare_choices() == ("auc", "pr_auc", "brier", "bss", "tss", "hss", "f1", "tpr@fpr=1e-4",
+                                   "tpr@fpr=1e-3", "tpr@fpr=1e-2", "fpr@tpr=0.9")
 
 
 def test_compare_metric_key_mapping_and_error():
@@ -185,6 +190,8 @@ def test_compare_metric_key_mapping_and_error():
     assert M.compare_metric_key("fpr@tpr=0.9", "val") == ("val/fpr_at_tpr_0.9", False)
     assert M.compare_metric_key("brier", "test") == ("test/brier", False)
     assert M.compare_metric_key("tss", "val") == ("val/tss", True)
+    assert M.compare_metric_key("TSS", "val") == ("val/tss", True)  # case-insensitive
+    assert M.compare_metric_key("TPR@FPR=1E-3", "test") == ("test/tpr_at_fpr_1e-3", True)
     with pytest.raises(ValueError, match=r"Unknown metric 'tpr@fpr=0.5'; available: .*tpr@fpr=1e-3"):
         M.compare_metric_key("tpr@fpr=0.5", "test")
 
