@@ -3,6 +3,9 @@
 :class:`BalancedSampler` chooses each epoch's indices in one of four ways and splits
 them between DDP ranks. Every choice is a pure function of ``(seed, epoch)``, so all
 ranks agree on the list without talking to each other and runs repeat exactly.
+
+Hard negatives (negatives an earlier model called positive, see :mod:`arflare.mining`) are
+never thinned away and are drawn ``hard_weight`` times as often as an ordinary negative.
 """
 
 from __future__ import annotations
@@ -42,6 +45,14 @@ class BalancedSampler(torch.utils.data.Sampler[int]):
         rank: this process's rank; each rank gets a disjoint, equal-length slice,
             padded by wrapping around like ``DistributedSampler``.
         keys: stable per-item names (e.g. sample keys), needed by ``mode="fixed"``.
+        hard: per-item True for a hard negative (label 0 only), or None for none.
+        hard_weight: how many times as often a hard negative is drawn as an ordinary
+            negative (expected draws per epoch). In none/prob/fixed a hard negative is
+            always kept: it appears ``hard_weight * r`` times per epoch on average, where
+            ``r`` is an ordinary negative's expected count (``keep_negative_prob``, or 1 in
+            none), and at least once. In weights mode its sampling weight is ``hard_weight``
+            times that of an ordinary negative (never excluded from the draw), with the
+            negatives' total weight unchanged, so the class balance stays as it was.
     """
 
     def __init__(
@@ -56,12 +67,18 @@ class BalancedSampler(torch.utils.data.Sampler[int]):
         num_replicas: int = 1,
         rank: int = 0,
         keys: Sequence[str] | None = None,
+        hard: np.ndarray | None = None,
+        hard_weight: float = 1.0,
     ) -> None:
         self.labels = np.asarray(labels).astype(np.int64)
         _check_args(self.labels, mode, keep_negative_prob, num_replicas, rank, keys)
+        self.hard = _check_hard(self.labels, hard, hard_weight)
+        self.hard_weight = float(hard_weight)
         self.mode = mode
         self.keep_negative_prob = float(keep_negative_prob)
         self.weights = self._resolve_weights(weights) if mode == "weights" else None
+        if self.weights is not None and self.hard is not None:
+            self.weights = _upweight_hard(self.weights, self.labels, self.hard, self.hard_weight)
         self.seed, self.shuffle = seed, shuffle
         self.num_replicas, self.rank = num_replicas, rank
         self.keys = list(keys) if keys is not None else None
@@ -98,8 +115,20 @@ class BalancedSampler(torch.utils.data.Sampler[int]):
             keep = positive | (self._key_uniform < self.keep_negative_prob)
         else:
             keep = np.ones(len(self.labels), dtype=bool)
-        indices = np.flatnonzero(keep)
+        if self.hard is None:
+            indices = np.flatnonzero(keep)
+        else:
+            counts = keep.astype(np.int64)
+            counts[self.hard] = self._hard_counts(rng)
+            indices = np.repeat(np.arange(len(self.labels)), counts)
         return rng.permutation(indices) if self.shuffle else indices
+
+    def _hard_counts(self, rng: np.random.Generator) -> np.ndarray:
+        """Draws of each hard negative this epoch: ``weight * r`` on average (stochastic rounding), >= 1."""
+        rate = self.hard_weight * (1.0 if self.mode == "none" else self.keep_negative_prob)
+        n_hard = int(self.hard.sum())
+        counts = np.floor(rate) + (rng.random(n_hard) < rate - np.floor(rate))
+        return np.maximum(counts, 1).astype(np.int64)
 
     def _rank_indices(self) -> np.ndarray:
         indices = self.epoch_indices()
@@ -136,6 +165,29 @@ def _check_args(labels, mode, keep_negative_prob, num_replicas, rank, keys) -> N
             f"mode='fixed' chooses negatives by a hash of their key: pass keys= with one key per "
             f"label ({len(labels)}), e.g. dataset.frame_table['key']"
         )
+
+
+def _upweight_hard(weights: np.ndarray, labels: np.ndarray, hard: np.ndarray, hard_weight: float) -> np.ndarray:
+    # Rescale the negatives so their total mass is unchanged: hard negatives take draws from
+    # ordinary negatives, never from the positives (the class balance stays what it was).
+    negative = labels == 0
+    raised = np.where(hard, weights * hard_weight, weights)
+    raised[negative] *= weights[negative].sum() / raised[negative].sum()
+    return raised
+
+
+def _check_hard(labels: np.ndarray, hard, hard_weight: float) -> np.ndarray | None:
+    if not hard_weight > 0:
+        raise ValueError(f"hard_weight={hard_weight!r} must be > 0 (1 = as often as an ordinary negative)")
+    if hard is None:
+        return None
+    hard = np.asarray(hard, dtype=bool)
+    if hard.shape != labels.shape:
+        raise ValueError(f"hard must hold one flag per label ({len(labels)}); got shape {hard.shape}")
+    if (hard & (labels == 1)).any():
+        raise ValueError(f"{int((hard & (labels == 1)).sum())} items flagged hard are positives; "
+                         "hard negatives must have label 0")
+    return hard if hard.any() else None
 
 
 def _stable_uniform(keys: Sequence[str]) -> np.ndarray:
