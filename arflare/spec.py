@@ -194,6 +194,24 @@ class EvalSpec(_Spec):
     plots: bool = Field(True, description="Write ROC, PR, confusion, reliability and training-curve PNGs.")
 
 
+class GatesSpec(_Spec):
+    """Preflight gates (``arflare check``, and before every ``arflare run``): what WARNs and what FAILs."""
+
+    shortcut_max_auc: float = Field(0.65, gt=0.5, le=1, description="FAIL when a logistic regression on nuisance features (border ring, image mean/std, fractional year, hour of day, AR number, shortcut_json_keys) reaches a higher AR-grouped cross-validated AUC on train: the labels leak through something non-physical. Raise it only with a reason.")
+    shortcut_permutations: int = Field(39, ge=0, le=999, description="AR permutations (features of whole ARs swapped) giving the chance distribution of the shortcut AUC; with few ARs an AR-level feature reaches 0.65 by chance. 0 = judge the AUC alone.")
+    shortcut_alpha: float = Field(0.05, gt=0, lt=1, description="The shortcut gate FAILs only when its AUC is above shortcut_max_auc and beaten by fewer than this share of the permutations (p-value); above the AUC but not significant WARNs.")
+    shortcut_json_keys: tuple[str, ...] = Field((), description="Numeric json keys of the samples that should carry no signal (instrument ids, quality flags, positions) and join the shortcut gate's features.")
+    cv_folds: int = Field(5, ge=2, le=20, description="AR-grouped cross-validation folds of the shortcut gate and the physics baseline (fewer when train has fewer ARs).")
+    max_samples: int = Field(20000, ge=100, description="Train frames (a fixed random subset) the shortcut gate and the physics baseline fit on; bounds their cost on the full data set.")
+    max_bad_fraction: float = Field(0.001, ge=0, le=1, description="Integrity: undecodable, constant or non-finite samples WARN up to this fraction of all samples and FAIL above it.")
+    max_saturated: float = Field(0.01, ge=0, le=1, description="Integrity: WARN when this share of all pixels or more sits at 0 or 255 (clipped field values: rescale the magnetograms).")
+    min_positives: int = Field(10, ge=0, description="Balance: WARN when a split has fewer positives than this (its TSS is noise); a split without positives FAILs.")
+    max_base_rate_ratio: float = Field(2.0, ge=1, description="Balance: WARN when the positive rates of two splits differ by more than this factor (their skill scores are not comparable).")
+    grid_per_class: int = Field(4, ge=1, le=16, description="Samples gate: frames per class per split in the grid figure.")
+    normalisation_samples: int = Field(256, ge=16, description="Normalisation gate: model inputs per split (train, val) whose per-channel mean and std are reported.")
+    max_mean_shift: float = Field(0.5, gt=0, description="Normalisation: WARN when a channel's val mean is more than this many train standard deviations from its train mean.")
+
+
 class RunSpec(_Spec):
     """Everything one training run needs; what ``experiments.yaml`` resolves to."""
 
@@ -201,6 +219,7 @@ class RunSpec(_Spec):
     model: ModelSpec = Field(default_factory=ModelSpec, description="Network.")
     train: TrainSpec = Field(default_factory=TrainSpec, description="Optimisation.")
     eval: EvalSpec = Field(default_factory=EvalSpec, description="Evaluation.")
+    gates: GatesSpec = Field(default_factory=GatesSpec, description="Preflight gates run by arflare check and before arflare run.")
 
     @model_validator(mode="after")
     def _check_combination(self) -> RunSpec:
@@ -239,6 +258,7 @@ class RunSpec(_Spec):
         dumped = self.model_dump(mode="json")
         for section, key in _NOT_HASHED:
             dumped[section].pop(key, None)
+        dumped.pop("gates")  # gates decide whether a run starts, never what it computes
         payload = json.dumps({"spec": dumped, "data": data_fingerprint}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

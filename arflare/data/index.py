@@ -199,13 +199,19 @@ def _build(root, flow_root, shards, flow_shards, manifest, *, strict, progress) 
 def _scan_magnetograms(root: Path, work, *, bar, strict: bool) -> tuple[list[dict], list[Skipped]]:
     rows: list[dict] = []
     skipped: list[Skipped] = []
-    seen: dict[str, str] = {}  # key -> shard holding it, to catch a sample written twice
+    seen: dict[str, tuple[str, str]] = {}  # key -> (split, shard) holding it, to catch a sample written twice
     for split, rel in work:
         found, bad = _scan_shard(root / rel, split=split, shard=rel)
+        keep = []
         for row in found:
-            if seen.setdefault(row["key"], rel) != rel:
-                bad.append(Skipped(split, rel, f"{row['key']}.png", f"duplicate key, also in {seen[row['key']]}"))
-        rows.extend(r for r in found if seen[r["key"]] == rel)
+            first_split, first_shard = seen.setdefault(row["key"], (split, rel))
+            if first_shard == rel:
+                keep.append(row)
+            elif first_split != split:  # a copy in another split is leakage, never a skippable duplicate:
+                keep.append(row)  # kept, so the AR shows in both splits and _check_splits names it
+            else:
+                bad.append(Skipped(split, rel, f"{row['key']}.png", f"duplicate key, also in {first_shard}"))
+        rows.extend(keep)
         if strict and bad:
             _raise_skipped(bad[0])
         skipped.extend(bad)

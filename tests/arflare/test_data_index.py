@@ -281,3 +281,14 @@ def test_leakage_is_an_error_after_every_other_problem_is_listed(data_copy, tmp_
     assert "2 AR(s) appear in more than one split" in err and "AR '1069'" in err and "AR '1100'" in err
     assert err.index("Left out 4 bad sample(s)") < err.index("appear in more than one split")
     assert "Warning" not in err and "warnings.warn" not in err
+
+
+def test_active_region_copied_into_another_split_is_leakage_naming_ar_and_both_shards(data_copy):
+    # The same keys in another split used to be skipped one by one as duplicates, silently
+    # leaving the AR where it was first seen; a copy across splits is leakage.
+    copied = data_copy.samples.query("ar == '1100'")
+    with ShardWriter(data_copy.root / "train/shard-000002.tar") as sink:
+        for key in copied["key"]:
+            sink.write(key, _members())
+    with pytest.raises(DataError, match=r"AR '1100' in train \(train/shard-000002.tar\), val \(val/shard-000000.tar\)"):
+        _index(data_copy)
