@@ -1,0 +1,112 @@
+"""Stratified evaluation at the validation-chosen threshold: who the model gets right and wrong.
+
+``stratify(predictions, threshold)`` splits one split's predictions into *families* of strata,
+each of which partitions the split (or its positives, or its negatives), and gives every
+stratum its counts, TPR, FPR and TSS at the one threshold chosen on validation:
+
+* ``all``: the whole split;
+* ``flare_class``: the positives by the GOES class of their largest flare (C, M, X): TPR;
+* ``negative``: the negatives by what happened in their window: no flare, a sub-C (A/B) flare,
+  or a flare below ``min_flare_class`` (C when the positive class is M): FPR;
+* ``ar_kind``: frames of hard-negative ARs (large, bright, rarely flaring; known for the
+  synthetic set from ``ground_truth.parquet``) against the others;
+* ``size``: terciles of the frame's total unsigned flux within the split;
+* ``year``: the calendar year of the frame.
+
+Counts (``n``, ``positives``, ``ars`` and the confusion cells) come with every rate so an
+interval can be put on it; a stratum with no positives has no TPR (NaN), one without
+negatives no FPR. :func:`headline` picks the numbers logged as run metrics (``tpr_M``,
+``fpr_hard``, ...) and :func:`expected_calibration_error` gives ``ece``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from arflare.calibration import reliability_bins
+
+COLUMNS = ("family", "stratum", "n", "positives", "negatives", "ars", "tp", "fn", "fp", "tn", "tpr", "fpr", "tss")
+# headline metric name -> (family, stratum): what a run logs as {split}/{name}
+HEADLINE = {"tpr_C": ("flare_class", "C"), "tpr_M": ("flare_class", "M"), "tpr_X": ("flare_class", "X"),
+            "fpr_noflare": ("negative", "no flare"), "fpr_subC": ("negative", "sub-C (A/B)"),
+            "fpr_hard": ("ar_kind", "hard negative")}  # fmt: skip
+
+
+def flare_letter(reg_label: pd.Series) -> pd.Series:
+    """The GOES class letter of each ``reg_label`` (``"M1.2"`` -> ``"M"``; no flare -> ``""``)."""
+    letter = reg_label.astype(str).str.strip().str[:1].str.upper()
+    return letter.where(letter.isin(list("ABCMX")), "")
+
+
+def stratify(predictions: pd.DataFrame, threshold: float, *, unsigned_flux: pd.Series | None = None,
+             hard_negative: pd.Series | None = None) -> pd.DataFrame:
+    """Counts and rates of every stratum of one split at ``threshold``.
+
+    Args:
+        predictions: key, ar, timestamp, label, reg_label, score (a run's ``predictions/{split}.parquet``).
+        threshold: the decision threshold chosen on validation (score >= threshold is a flare forecast).
+        unsigned_flux: total unsigned flux of each row (same index); gives the ``size`` family.
+        hard_negative: True for rows of hard-negative ARs (same index); gives the ``ar_kind`` family.
+
+    Returns:
+        One row per stratum with the columns of ``COLUMNS``; within a family the strata partition
+        the split (``flare_class`` its positives, ``negative`` its negatives).
+    """
+    frame = predictions.reset_index(drop=True)
+    forecast = frame["score"].to_numpy(float) >= threshold
+    label = frame["label"].to_numpy(int) == 1
+    letter = flare_letter(frame["reg_label"])
+    families: list[tuple[str, pd.Series]] = [("all", pd.Series("all", index=frame.index))]
+    families.append(("flare_class", letter.where(label)))
+    negative = np.select([letter.eq(""), letter.isin(["A", "B"])], ["no flare", "sub-C (A/B)"], default=letter + " (below the positive class)")
+    families.append(("negative", pd.Series(negative, index=frame.index).where(~label)))
+    if hard_negative is not None:
+        kind = np.where(np.asarray(hard_negative, bool), "hard negative", "other")
+        families.append(("ar_kind", pd.Series(kind, index=frame.index)))
+    if unsigned_flux is not None and len(frame) >= 3:
+        flux = pd.Series(np.asarray(unsigned_flux, float), index=frame.index)
+        terciles = pd.qcut(flux.rank(method="first"), 3, labels=["small (lower third)", "middle third", "large (upper third)"])
+        families.append(("size", terciles.astype(str)))
+    families.append(("year", pd.to_datetime(frame["timestamp"]).dt.year.astype(str)))
+    rows = []
+    for family, strata in families:
+        for stratum in _ordered(strata.dropna().unique(), family):
+            mask = (strata == stratum).to_numpy()
+            rows.append(_row(family, stratum, label[mask], forecast[mask], frame.loc[mask, "ar"]))
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def _ordered(values, family: str) -> list:
+    order = {"C": 0, "M": 1, "X": 2, "no flare": 0, "sub-C (A/B)": 1, "small (lower third)": 0, "middle third": 1,
+             "large (upper third)": 2, "other": 0, "hard negative": 1}
+    return sorted(values, key=lambda v: (order.get(v, 9), v))
+
+
+def _row(family: str, stratum: str, label: np.ndarray, forecast: np.ndarray, ars: pd.Series) -> dict:
+    tp, fn = int((label & forecast).sum()), int((label & ~forecast).sum())
+    fp, tn = int((~label & forecast).sum()), int((~label & ~forecast).sum())
+    tpr = tp / (tp + fn) if tp + fn else np.nan
+    fpr = fp / (fp + tn) if fp + tn else np.nan
+    return {"family": family, "stratum": stratum, "n": len(label), "positives": tp + fn, "negatives": fp + tn,
+            "ars": int(ars.nunique()), "tp": tp, "fn": fn, "fp": fp, "tn": tn, "tpr": tpr, "fpr": fpr,
+            "tss": tpr - fpr}
+
+
+def headline(strata: pd.DataFrame) -> dict[str, float]:
+    """The strata numbers a run logs as metrics (``tpr_M``, ``fpr_hard``, ...), where the split has them."""
+    out = {}
+    for name, (family, stratum) in HEADLINE.items():
+        row = strata[(strata["family"] == family) & (strata["stratum"] == stratum)]
+        value = row["tpr" if name.startswith("tpr") else "fpr"]
+        if len(row) and not np.isnan(value.iloc[0]):
+            out[name] = float(value.iloc[0])
+    return out
+
+
+def expected_calibration_error(labels, probabilities, *, bins: int = 10) -> float:
+    """ECE: the count-weighted mean gap between forecast probability and observed frequency over
+    ``bins`` equal-width bins. Pass probabilities corrected to the true base rate
+    (:func:`arflare.calibration.correct_probability`) for runs trained on a rebalanced set."""
+    table = reliability_bins(labels, probabilities, bins=bins)
+    return float(np.sum(table.count * np.abs(table.observed - table.forecast)) / np.sum(table.count))
