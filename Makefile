@@ -1,22 +1,38 @@
 # `make test` and `make demo` work on a fresh machine: they create .venv and install into it.
-# The venv is reused while pyproject.toml is unchanged (the stamp file records the install).
+# The venv is reused while pyproject.toml and constraints.txt are unchanged (the stamp records
+# the install). constraints.txt holds the exact versions CI tests; users installing arflare
+# into their own environment do not need it (pyproject.toml has ranges only).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install test demo bench clean-store
+.PHONY: install test test-wheel test-mindeps constraints demo bench clean-store
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
 test: install
 	$(PY) -m pytest -q
+
+# Build the wheel, install it into a fresh venv outside the source tree (torch first, so the
+# dry run shows the wheel leaves an in-range torch alone), then use it from a bare folder.
+test-wheel:
+	PYTHON=$(PYTHON) bash scripts/check_wheel.sh
+
+# The oldest versions pyproject.toml allows (torch excepted: see README), tested.
+test-mindeps:
+	PYTHON=$(PYTHON) bash scripts/check_min_deps.sh
+
+# Re-pin constraints.txt to what the dev venv holds now (after changing pyproject.toml).
+constraints: install
+	{ echo "# The exact versions CI tests with (make install uses them; users need not). Rewritten by: make constraints"; \
+	  $(PY) -m pip freeze --exclude-editable | grep -v '^arflare'; } > constraints.txt
 
 # The synthetic data set is generated on first use; exp2 in the demo profile, then the ranking.
 demo: install

@@ -61,6 +61,21 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: read from package metadata only when asked (no torch import, no start-up cost)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from arflare import versions
+
+        found = versions()
+        stack = ", ".join(f"{name} {version}" for name, version in found.items() if name != "arflare")
+        print(f"arflare {found['arflare']} ({stack})")
+        parser.exit()
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -73,6 +88,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="arflare", description=_DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action=_VersionAction,
+                        help="print arflare's version and those of torch, timm, mlflow, optuna, pydantic, numpy")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--file", "-f", default=DEFAULT_FILE, metavar="FILE",
                         help=f"registry file to use (default: ./{DEFAULT_FILE})")
