@@ -60,7 +60,7 @@ experiments:
     model: {backbone: convnext_atto}
     train: {epochs: 1, batch_size: 8, max_steps_per_epoch: 2, warmup_epochs: 0}
 YAML
-"$arflare" synth --out data/synthetic --ars 10 --hours 12 --size 32 --quiet
+"$arflare" synth --out data/synthetic --ars 15 --hours 24 --size 32 --quiet
 "$arflare" run smoke
 "$arflare" compare --metric tss
 echo
