@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install test test-wheel test-mindeps constraints demo bench clean-store
+.PHONY: install test test-browser test-wheel test-mindeps constraints demo bench clean-store
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ test-mindeps:
 constraints: install
 	{ echo "# The exact versions CI tests with (make install uses them; users need not). Rewritten by: make constraints"; \
 	  $(PY) -m pip freeze --exclude-editable | grep -v '^arflare'; } > constraints.txt
+
+# Tests marked `browser` (skipped by `make test`): the MLflow UI and `arflare report` rendered in
+# headless Chromium (the Debian package, installed here when missing). Screenshots go to docs/.
+test-browser: install
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+	ARFLARE_SCREENSHOTS=$(CURDIR)/docs $(PY) -m pytest -q -m browser
 
 # The synthetic data set is generated on first use; exp2 in the demo profile, then the ranking.
 demo: install

@@ -31,6 +31,7 @@ typical session:
   arflare run exp2_basic_aug --profile smoke
   arflare compare --metric tss              rank runs by test TSS, mean +- std per group
   arflare ui                                browse runs, plots and predictions in MLflow
+  arflare report exp2_basic_aug             one HTML page to share: table, curves, seed spread
 """
 
 
@@ -122,8 +123,16 @@ def _build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--experiment", "-e", nargs="+", metavar="NAME", help="only these experiments")
     cmd.add_argument("--top", type=_positive_int, metavar="N", help="only the best N runs")
     cmd.add_argument("--format", choices=("table", "csv", "json", "markdown"), default="table")
-    cmd = add("ui", _cmd_ui, "open the MLflow UI on 127.0.0.1 for this store", "arflare ui --port 5000")
+    cmd = add("ui", _cmd_ui, "serve the MLflow UI of this store on 127.0.0.1 and open its runs table", "arflare ui --port 5000")
     cmd.add_argument("--port", type=int, default=5000)
+    cmd.add_argument("--verbose", "-v", action="store_true", help="show the server's output, access logs included")
+    cmd.add_argument("--no-browser", action="store_true", help="print the URL only, open no browser")
+    cmd = add("report", _cmd_report, "write one self-contained HTML page comparing experiments (no network needed to view)",
+              "arflare report exp2_basic_aug exp5_atto_mixup --out report.html")
+    cmd.add_argument("names", nargs="+", metavar="NAME", help="experiments to compare (arflare list shows them)")
+    cmd.add_argument("--out", "-o", type=Path, default=Path("report.html"), metavar="FILE", help="default: report.html")
+    cmd.add_argument("--metric", default="tss", help="ranking metric, as for compare (default tss)")
+    cmd.add_argument("--split", choices=("test", "val"), default="test", help="which split ranks runs (default test)")
     add("synth", None, "write the synthetic AR-flares data set (same format as the real shards; arflare synth --help)",
         "arflare synth --out data/synthetic --ars 60 --size 64 --seed 0", parents=())
     cmd = add("index", _cmd_index, "index shards (cached outside the data root) and print per-split statistics",
@@ -190,14 +199,20 @@ def _cmd_compare(args) -> int:
 
 
 def _cmd_ui(args) -> int:
-    import subprocess
-
     from arflare.commands import open_tracker
+    from arflare.ui import serve
 
-    tracker = open_tracker(_load(args))
-    command = tracker.ui_command(port=args.port)
-    print(f"MLflow UI on http://127.0.0.1:{args.port} (Ctrl-C to stop)", file=sys.stderr)
-    return subprocess.call(command)
+    registry = _load(args)
+    return serve(open_tracker(registry), port=args.port, verbose=args.verbose, open_browser=not args.no_browser,
+                 log_dir=registry.path.parent / "mlruns")
+
+
+def _cmd_report(args) -> int:
+    from arflare.report import write_report
+
+    path = write_report(_load(args), args.names, out=args.out, metric=args.metric, split=args.split)
+    print(f"wrote {path} (self-contained: open it in any browser, offline)")
+    return EXIT_OK
 
 
 def _cmd_index(args) -> int:

@@ -39,6 +39,13 @@ TAG_GROUP = "arflare.group"
 TAG_ERROR = "arflare.error"
 TAG_PARENT = "mlflow.parentRunId"
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
+# MLflow 3's experiment-level switch between its GenAI pages and the runs table; the UI reads
+# this tag (values from its ExperimentKind enum; "custom_model_development" is "Model training").
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+# A runs-table view stored on the experiment, opened by the URL query ?viewStateShareKey=<key>
+# (MLflow's "share view"): the only way to show metric columns without clicking in the UI.
+_SHARED_VIEW_TAG = "mlflow.sharedViewState."
 
 # MLflow's own limits (mlflow.utils.validation), copied so that flattening needs no mlflow import.
 MAX_PARAM_VALUE_LENGTH = 6000
@@ -247,7 +254,8 @@ class Tracker:
             found = self._client.get_experiment_by_name(self.experiment)
             if found is None:
                 try:
-                    self._client.create_experiment(self.experiment, artifact_location=self.artifact_location)
+                    self._client.create_experiment(self.experiment, artifact_location=self.artifact_location,
+                                                   tags={TAG_EXPERIMENT_KIND: MODEL_TRAINING_KIND})
                 except MlflowException as exc:
                     # Another worker created it between our get and create: use theirs.
                     if exc.error_code != "RESOURCE_ALREADY_EXISTS":
@@ -428,12 +436,85 @@ class Tracker:
         for start in range(0, len(entries), _PARAMS_PER_BATCH):
             self._client.log_batch(run_id, params=entries[start : start + _PARAMS_PER_BATCH])
 
-    def ui_command(self, *, port: int = 5000) -> list[str]:
-        """Command that serves the MLflow UI for this store on localhost."""
-        command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", self.tracking_uri]
+    def download_artifact(self, run_id: str, path: str, dst: Path) -> Path | None:
+        """Copy one artifact of a run into ``dst``; None when the run has no such artifact."""
+        from mlflow.exceptions import MlflowException
+
+        Path(dst).mkdir(parents=True, exist_ok=True)
+        try:
+            return Path(self._client.download_artifacts(run_id, path, str(dst)))
+        except (MlflowException, OSError):
+            return None
+
+    def experiment_id(self) -> str | None:
+        """The experiment's id, or None when nothing was tracked yet (never creates the store)."""
+        return self._existing_experiment_id()
+
+    def mark_model_training(self) -> bool:
+        """Tag an existing experiment as model training, so MLflow 3's UI opens on its runs table.
+
+        Returns:
+            False when the experiment does not exist yet (it gets the tag when it is created).
+        """
+        experiment_id = self._existing_experiment_id()
+        if experiment_id is None:
+            return False
+        self._client.set_experiment_tag(experiment_id, TAG_EXPERIMENT_KIND, MODEL_TRAINING_KIND)
+        return True
+
+    def set_runs_view(self, key: str, *, metrics: Sequence[str], order_by: str, charts: Sequence[str] = (),
+                      ascending: bool = False) -> bool:
+        """Store a runs view: ``metrics`` as table columns sorted by ``order_by``, ``charts`` as line charts.
+
+        Open it with ``#/experiments/<id>/runs?viewStateShareKey=<key>`` (add ``&compareRunsMode=CHART``
+        for the charts). The state's shape is the MLflow UI's own (3.x ``selectedColumns``,
+        ``compareRunCharts``); a UI that does not know a field ignores it and shows its default.
+
+        Returns:
+            False when the experiment does not exist yet (nothing is created).
+        """
+        experiment_id = self._existing_experiment_id()
+        if experiment_id is None:
+            return False
+        columns = [f"metrics.`{name}`" for name in metrics]
+        section = "arflare"
+        state = {"selectedColumns": [*columns, "attributes.`Duration`"], "orderByKey": f"metrics.`{order_by}`",
+                 "orderByAsc": ascending,
+                 "compareRunSections": [{"uuid": section, "name": "arflare", "display": True, "isReordered": False,
+                                         "deleted": False, "isGenerated": False}],
+                 "compareRunCharts": [{"uuid": f"arflare-{i}", "type": "LINE", "metricKey": name,
+                                       "selectedMetricKeys": [name], "displayName": name, "scaleType": "linear",
+                                       "xAxisKey": "step", "lineSmoothness": 0, "runsCountToCompare": 10,
+                                       "metricSectionId": section, "deleted": False, "isGenerated": True}
+                                      for i, name in enumerate(charts)]}
+        self._client.set_experiment_tag(experiment_id, _SHARED_VIEW_TAG + key, json.dumps(state))
+        return True
+
+    def ui_command(self, *, port: int = 5000, access_log: bool = False) -> list[str]:
+        """Command that serves the MLflow UI for this store on localhost with one worker.
+
+        One uvicorn worker serves one user's browser; MLflow's default of four costs a Python
+        process (~300 MB) each. Run it with :func:`ui_environment`.
+
+        Args:
+            port: TCP port on 127.0.0.1.
+            access_log: Keep uvicorn's one-line-per-request access log.
+        """
+        command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.tracking_uri]
         if self.artifact_location:
             command += ["--default-artifact-root", self.artifact_location]
-        return command + ["--host", "127.0.0.1", "--port", str(port)]
+        command += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+        return command if access_log else command + ["--uvicorn-opts", "--no-access-log"]
+
+
+def ui_environment() -> dict[str, str]:
+    """Environment for :meth:`Tracker.ui_command`: no GenAI job runner.
+
+    MLflow 3 starts a huey job consumer beside the server (for GenAI evaluation jobs) with its
+    queue in a fresh /dev/shm folder that outlives the server. Runs never use it, and
+    ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false`` skips both (mlflow.server._run_server).
+    """
+    return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 def _as_float(key: str, value: object) -> float:

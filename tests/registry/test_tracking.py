@@ -23,6 +23,7 @@ from registry.tracking import (
     flatten_params,
     git_state,
     resolve_tracking_uri,
+    ui_environment,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -197,9 +198,24 @@ def test_env_tracking_uri_wins(tmp_path, monkeypatch):
 
 def test_ui_command_points_at_the_store(tracker):
     command = tracker.ui_command(port=5001)
-    assert command[1:4] == ["-m", "mlflow", "ui"] and command[command.index("--port") + 1] == "5001"
+    assert command[1:4] == ["-m", "mlflow", "server"] and command[command.index("--port") + 1] == "5001"
     assert command[command.index("--backend-store-uri") + 1] == tracker.tracking_uri
     assert command[command.index("--host") + 1] == "127.0.0.1"
+    assert command[command.index("--workers") + 1] == "1"
+    assert "--no-access-log" in command and "--no-access-log" not in tracker.ui_command(access_log=True)
+    assert ui_environment() == {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+def test_experiment_is_marked_as_model_training(tmp_path):
+    tracker = Tracker(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="fresh")
+    assert tracker.mark_model_training() is False  # nothing tracked yet: nothing created either
+    with tracker.start_run(run_name="r", tags={}):
+        pass
+    experiment = tracker._client.get_experiment(tracker.experiment_id())
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    tracker._client.set_experiment_tag(tracker.experiment_id(), "mlflow.experimentKind", "genai_development")
+    assert tracker.mark_model_training() is True
+    assert tracker._client.get_experiment(tracker.experiment_id()).tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_flatten_params_dots_nested_keys_and_truncates():
@@ -261,3 +277,15 @@ def test_experiment_creation_tolerates_a_racing_worker(tracker, monkeypatch):
         pass
     assert len(calls) == 2
     assert loser.search()[-1].run_id == run.run_id and len(loser.search()) == 2
+
+
+def test_runs_view_stores_metric_columns_on_the_experiment(tmp_path):
+    tracker = Tracker(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="fresh")
+    assert tracker.set_runs_view("k", metrics=["val/tss"], order_by="val/tss") is False  # creates nothing
+    with tracker.start_run(run_name="r", tags={}):
+        pass
+    assert tracker.set_runs_view("k", metrics=["val/tss", "test/auc"], order_by="val/tss", charts=["val/loss"]) is True
+    state = json.loads(tracker._client.get_experiment(tracker.experiment_id()).tags["mlflow.sharedViewState.k"])
+    assert state["selectedColumns"][:2] == ["metrics.`val/tss`", "metrics.`test/auc`"]
+    assert state["orderByKey"] == "metrics.`val/tss`" and state["orderByAsc"] is False
+    assert [c["metricKey"] for c in state["compareRunCharts"]] == ["val/loss"]
