@@ -41,8 +41,8 @@ def write_report(registry, names: Sequence[str], *, out: Path, metric: str = "ts
     Raises:
         UsageError: an unknown experiment, an unknown metric, or no runs to report.
     """
-    from arflare.commands import HEADLINE, open_tracker
-    from arflare.metrics import compare_metric_key
+    from arflare.commands import open_tracker
+    from arflare.metrics import compare_metric_key, headline_metrics
     from registry.compare import MetricColumn, compare_runs
 
     unknown = [name for name in names if name not in registry.experiments]
@@ -56,8 +56,9 @@ def write_report(registry, names: Sequence[str], *, out: Path, metric: str = "ts
     records = tracker.search(experiments=names)
     if not records:
         raise UsageError(f"no runs of {', '.join(names)} yet; start one with: arflare run {names[0]}")
-    label = next((lab for lab, name in HEADLINE if f"{split}/{name}" == key), metric)
-    columns = [MetricColumn(lab, f"{split}/{name}") for lab, name in HEADLINE]
+    headline = [(m.column, m.name) for m in headline_metrics()]
+    label = next((lab for lab, name in headline if f"{split}/{name}" == key), metric)
+    columns = [MetricColumn(lab, f"{split}/{name}") for lab, name in headline]
     table = compare_runs(records, metric=MetricColumn(label, key), higher_is_better=higher, columns=columns)
     by_id = {r.run_id: r for r in records}
     best = _best_per_group(records, key.split("/", 1)[1], higher)

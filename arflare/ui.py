@@ -52,10 +52,10 @@ def runs_url(port: int, experiment_id: str | None) -> str:
 
 def default_view() -> dict:
     """Columns (sorted by validation TSS, never test) and per-epoch charts of arflare's runs view."""
-    from arflare.commands import HEADLINE
+    from arflare.metrics import headline_metrics
     from arflare.plots import CURVE_SKILLS
 
-    return {"metrics": ["val/tss", *(f"test/{name}" for _, name in HEADLINE)], "order_by": "val/tss",
+    return {"metrics": ["val/tss", *(f"test/{m.name}" for m in headline_metrics())], "order_by": "val/tss",
             "charts": ["train/loss", "val/loss", *CURVE_SKILLS]}
 
 
