@@ -6,7 +6,10 @@ this module is the one place that knows both sides.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+from torch.utils.data import DataLoader
 
 from arflare.data.augment import AugmentParams
 from arflare.data.datasets import FlareDataset
@@ -72,3 +75,59 @@ def build_optimizer(spec: RunSpec, model: torch.nn.Module, *, steps_per_epoch: i
     scheduler = CosineLRScheduler(optimizer, t_initial=max(total - warmup, 1), lr_min=train.min_lr, warmup_t=warmup,
                                   warmup_lr_init=train.lr * 0.01, warmup_prefix=True, t_in_epochs=False)
     return optimizer, scheduler
+
+
+@dataclass
+class Components:
+    """Everything a run trains with, built once from the spec by :func:`build_components`.
+
+    ``generators`` are the loaders' own random generators (saved in ``last.pt`` to resume).
+    """
+
+    model: torch.nn.Module
+    datasets: dict[str, FlareDataset]
+    loaders: dict[str, DataLoader]
+    generators: dict[str, torch.Generator]
+    loss: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object  # timm CosineLRScheduler (state_dict / load_state_dict / step_update)
+    mixup: object | None
+    steps_per_epoch: int
+
+
+def build_components(spec: RunSpec, index: DataIndex, device: torch.device) -> Components:
+    """Model, datasets, loaders, loss, optimizer, scheduler and Mixup for ``spec``, placed on ``device``."""
+    datasets = build_datasets(spec, index)
+    loaders, generators = build_loaders(spec, datasets, pin_memory=device.type == "cuda")
+    model = build_model_from_spec(spec).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    datasets["train"].set_epoch(1)
+    loaders["train"].sampler.set_epoch(1)
+    # Balanced epochs vary a little in length: the schedule is sized from epoch 1's draw and
+    # stepped by a running update count, so it never skips or repeats a step.
+    steps = len(loaders["train"])
+    if spec.train.max_steps_per_epoch is not None:
+        steps = min(steps, spec.train.max_steps_per_epoch)
+    optimizer, scheduler = build_optimizer(spec, model, steps_per_epoch=steps)
+    return Components(model=model, datasets=datasets, loaders=loaders, generators=generators,
+                      loss=build_loss_from_spec(spec).to(device), optimizer=optimizer, scheduler=scheduler,
+                      mixup=build_mixup_from_spec(spec), steps_per_epoch=steps)
+
+
+def build_loaders(spec: RunSpec, datasets: dict[str, FlareDataset], *, pin_memory: bool
+                  ) -> tuple[dict[str, DataLoader], dict[str, torch.Generator]]:
+    """The three loaders (train sampled and balanced, val/test in order) and their generators."""
+    common = {"num_workers": spec.data.num_workers, "pin_memory": pin_memory,
+              "persistent_workers": spec.data.num_workers > 0}
+    # Each loader draws its worker seeds from its own generator, not torch's global one, so the
+    # dropout/drop-path masks (global RNG) are the same whatever data.num_workers is.
+    generators = {split: torch.Generator().manual_seed(spec.train.seed) for split in ("train", "val", "test")}
+    sampler = build_sampler(spec, datasets["train"])
+    loaders = {"train": DataLoader(datasets["train"], batch_size=spec.train.batch_size, sampler=sampler,
+                                   generator=generators["train"],
+                                   drop_last=spec.train.mixup.enabled or len(sampler) > spec.train.batch_size, **common)}
+    for split in ("val", "test"):
+        loaders[split] = DataLoader(datasets[split], batch_size=spec.train.batch_size * 2, shuffle=False,
+                                    generator=generators[split], **common)
+    return loaders, generators

@@ -114,8 +114,19 @@ def _build_parser() -> argparse.ArgumentParser:
     cmd = add("run", _cmd_run, "train and track one or more experiments (seeds x grid expand into runs)",
               "arflare run exp2_basic_aug --profile smoke --set train.lr=3e-4", (common, resolve))
     cmd.add_argument("names", nargs="+", metavar="NAME", help="experiments from the registry (arflare list shows them)")
-    cmd.add_argument("--force", action="store_true", help="run even when an identical spec+data already has a FINISHED run")
+    cmd.add_argument("--force", action="store_true", help="run even when an identical spec+data already has a FINISHED (or live RUNNING) run")
+    cmd.add_argument("--restart", action="store_true", help="start a fresh run instead of resuming a KILLED or stale one")
     cmd.add_argument("--dry-run", action="store_true", help="validate and list the runs that would start; train nothing")
+    cmd.add_argument("--checkpoint-fp16", action="store_true", help="log best.pt in half precision (half the size)")
+    cmd.add_argument("--log-last-checkpoint", action="store_true",
+                     help="also log the full-state last.pt (optimizer included); by default it stays local until the run ends")
+    cmd = add("runs", _cmd_runs, "list tracked runs, newest first: status (STALE when a RUNNING run went silent), age, heartbeat",
+              "arflare runs --mark-stale-killed")
+    cmd.add_argument("--experiment", "-e", nargs="+", metavar="NAME", help="only these experiments")
+    cmd.add_argument("--stale-after", type=float, metavar="SECONDS",
+                     help="silence after which a RUNNING run is stale (default $ARFLARE_STALE_AFTER or 300)")
+    cmd.add_argument("--mark-stale-killed", action="store_true", help="mark every stale run KILLED (arflare run then resumes it)")
+    cmd.add_argument("--limit", type=_positive_int, default=50, metavar="N", help="show the newest N runs (default 50)")
     cmd = add("compare", _cmd_compare, "rank tracked runs by a skill score", "arflare compare --metric tss --split test --top 10")
     cmd.add_argument("--metric", default="tss", help=f"{'|'.join(compare_choices())} or any logged metric name; "
                      "case-insensitive (default tss)")
@@ -156,7 +167,7 @@ def _load(args):
     from registry.loader import load_registry
     from registry.search_spec import SearchSpec
 
-    from arflare.sweeping import check_search_blocks
+    from arflare.commands import check_search_blocks
 
     path = getattr(args, "path", None) or args.file
     registry = load_registry(path, RunSpec, seed_key="train.seed", search_schema=SearchSpec)
@@ -186,9 +197,21 @@ def _cmd_validate(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    from arflare.commands import run_experiments
+    registry = _load(args)
+    from arflare.checkpoints import CheckpointOptions
+    from arflare.running import RunOptions, run_experiments  # torch: only when training
 
-    return run_experiments(_load(args), args.names, profile=args.profile, sets=args.sets, force=args.force, dry_run=args.dry_run)
+    options = RunOptions(force=args.force, restart=args.restart, dry_run=args.dry_run,
+                         checkpoints=CheckpointOptions(fp16_best=args.checkpoint_fp16, log_last=args.log_last_checkpoint))
+    return run_experiments(registry, args.names, profile=args.profile, sets=args.sets, options=options)
+
+
+def _cmd_runs(args) -> int:
+    from arflare.commands import list_runs
+
+    print(list_runs(_load(args), experiments=args.experiment, stale_after=args.stale_after,
+                    mark_stale_killed=args.mark_stale_killed, limit=args.limit))
+    return EXIT_OK
 
 
 def _cmd_compare(args) -> int:
@@ -223,9 +246,10 @@ def _cmd_index(args) -> int:
 
 
 def _cmd_sweep(args) -> int:
-    from arflare.sweeping import sweep
+    registry = _load(args)
+    from arflare.sweeping import sweep  # torch: only when training
 
-    return sweep(_load(args), args.name, profile=args.profile, sets=args.sets, trials=args.trials,
+    return sweep(registry, args.name, profile=args.profile, sets=args.sets, trials=args.trials,
                  workers=args.workers, storage=args.storage, best=args.best)
 
 

@@ -1,49 +1,74 @@
-"""Bodies of the CLI commands: registry in, text or runs out.
+"""Bodies of the inspection commands (list, show, compare, runs, index): registry in, text out.
 
-Every spec here is already validated; this module decides what to run, prepares data once
-per data root, skips duplicates, and hands each run to the trainer inside a tracked run.
+Nothing here trains or imports torch at module level; ``arflare run`` lives in
+``arflare.running`` and ``arflare sweep`` in ``arflare.sweeping``.
 """
 
 from __future__ import annotations
 
-import logging
-import sys
-import tempfile
-from collections.abc import Sequence
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import yaml
 
+from arflare import record
 from arflare.errors import UsageError
+from registry.errors import Problem, RegistryError
+from registry.loader import Registry
+from registry.tracking import (
+    DEFAULT_STALE_AFTER_S,
+    STALE,
+    RunRecord,
+    Tracker,
+    count_runs,
+    default_artifact_location,
+    resolve_tracking_uri,
+)
 
-log = logging.getLogger("arflare")
+STALE_AFTER_ENV = "ARFLARE_STALE_AFTER"  # seconds without a heartbeat before a RUNNING run reads STALE
 
 
-def open_tracker(registry):
+def stale_after_s(override: float | None = None) -> float:
+    """Seconds of silence after which a RUNNING run reads STALE: ``override``, ``$ARFLARE_STALE_AFTER``, or 300."""
+    if override is not None:
+        return override
+    text = os.environ.get(STALE_AFTER_ENV)
+    if not text:
+        return DEFAULT_STALE_AFTER_S
+    try:
+        return float(text)
+    except ValueError:
+        raise UsageError(f"${STALE_AFTER_ENV}={text!r} is not a number of seconds; e.g. export {STALE_AFTER_ENV}=600") from None
+
+
+def open_tracker(registry: Registry, *, stale_after: float | None = None) -> Tracker:
     """The tracking store beside the registry file (or $MLFLOW_TRACKING_URI)."""
-    from registry.tracking import Tracker, default_artifact_location, resolve_tracking_uri
-
     folder = registry.path.parent
     return Tracker(tracking_uri=resolve_tracking_uri(folder), experiment=registry.project,
-                   artifact_location=default_artifact_location(folder))
+                   artifact_location=default_artifact_location(folder), stale_after_s=stale_after_s(stale_after))
 
 
-def list_experiments(registry) -> str:
+def list_experiments(registry: Registry) -> str:
     """A table of declared experiments with their run counts (read without importing mlflow)."""
-    from registry.tracking import count_runs, resolve_tracking_uri
-
-    counts = count_runs(resolve_tracking_uri(registry.path.parent), experiment=registry.project)
+    uri = resolve_tracking_uri(registry.path.parent)
+    counts = count_runs(uri, experiment=registry.project)
+    stale = count_runs(uri, experiment=registry.project, stale_after_s=stale_after_s())
     rows = [("NAME", "EXTENDS", "RUNS", "DESCRIPTION")]
     for name, entry in registry.experiments.items():
         expanded = len(registry.expand(name))
         planned = f" ({expanded} per launch)" if expanded > 1 else ""
-        rows.append((name, entry.extends or "-", f"{counts.get(name, 0)}{planned}", entry.description))
+        dead = f", {stale[name]} stale" if stale.get(name) else ""
+        rows.append((name, entry.extends or "-", f"{counts.get(name, 0)}{planned}{dead}", entry.description))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + "  " + row[3] for row in rows]
-    return "\n".join(lines) + f"\n\nprofiles: {', '.join(registry.profiles) or 'none'}    run one: arflare run NAME [--profile P]"
+    hint = "\nstale: RUNNING runs whose process went silent; see arflare runs" if stale else ""
+    return "\n".join(lines) + f"\n\nprofiles: {', '.join(registry.profiles) or 'none'}    run one: arflare run NAME [--profile P]{hint}"
 
 
-def show_experiment(registry, name: str, *, profile: str | None, sets: Sequence[str]) -> str:
+def show_experiment(registry: Registry, name: str, *, profile: str | None, sets: Sequence[str]) -> str:
     """The resolved spec as YAML, headed by the command that runs it and the runs it expands to."""
     entry = registry.experiments.get(name)
     resolved = registry.resolved_dict(name, profile=profile, sets=sets)
@@ -59,146 +84,14 @@ def show_experiment(registry, name: str, *, profile: str | None, sets: Sequence[
 
 def index_report(root: Path, *, flow_root: Path | None, fmt: str, strict: bool) -> str:
     """Build (or reuse) the index of a data root; describe each split and list every skipped sample."""
-    from arflare.data.index import build_index
+    from arflare.data.index import build_index  # pandas/pyarrow: only this command pays for them
     from arflare.data.index_report import format_report
 
     index = build_index(root, flow_root=flow_root, strict=strict, progress=True, report_skipped=False)
     return format_report(index, fmt=fmt)
 
 
-def prepare_data(spec, *, progress: bool = True):
-    """Generate the synthetic default when asked and missing, then index the data root."""
-    from arflare.data.index import build_index
-
-    data = spec.data
-    if data.generate_if_missing and not data.root.exists():
-        from arflare.data.synth import ensure_generated
-
-        ensure_generated(data.root.parent, progress=progress)
-        if not data.root.exists():
-            raise UsageError(f"data.generate_if_missing wrote {data.root.parent}, but data.root {data.root} is not in it; "
-                             f"point data.root at {data.root.parent / 'magnetograms'}")
-    return build_index(data.root, flow_root=data.flow_input, cache_dir=data.cache_dir, strict=data.strict, progress=progress)
-
-
-def preflight(spec) -> None:
-    """Checks the schema cannot make (they need timm or the machine); run before anything is tracked."""
-    from arflare.models import check_backbone
-
-    problems = []
-    try:
-        check_backbone(spec.model.backbone)
-    except ValueError as exc:
-        problems.append(f"model.backbone: {exc}")
-    if spec.model.pretrained_path is not None and not spec.model.pretrained_path.is_file():
-        problems.append(f"model.pretrained_path: no file at {spec.model.pretrained_path}")
-    if spec.train.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            problems.append("train.device: 'cuda' but no CUDA device is available here; use 'auto' or 'cpu'")
-    if problems:
-        raise UsageError("; ".join(problems))
-
-
-def run_experiments(registry, names: Sequence[str], *, profile: str | None, sets: Sequence[str],
-                    force: bool = False, dry_run: bool = False) -> int:
-    """Expand, prepare data, skip finished duplicates, train the rest; exit code 1 if any run failed."""
-    plans = [run for name in names for run in registry.expand(name, profile=profile, sets=sets)]
-    for spec in {run.spec for run in plans}:
-        preflight(spec)
-    if dry_run:
-        return _dry_run(plans)
-    indexes = _prepare_all(plans)  # every data root is checked before the first run starts
-    tracker = open_tracker(registry)
-    failed = 0
-    for run in plans:
-        index = indexes[_data_key(run.spec)]
-        spec_hash = run.spec.spec_hash(input_fingerprint(run.spec, index))
-        existing = tracker.find_finished(spec_hash=spec_hash)
-        if existing is not None and not force:
-            print(f"skip {run.name}: identical spec and data already FINISHED as run {existing.run_id} "
-                  f"({_headline(existing.metrics)}); use --force to run again", file=sys.stderr)
-            continue
-        failed += not _run_one(registry, tracker, run, index, spec_hash, profile=profile)
-    return 1 if failed else 0
-
-
-def input_fingerprint(spec, index) -> str:
-    """What a run reads, by content: the shards' fingerprint and the pretrained weights' digest."""
-    if spec.model.pretrained_path is None:
-        return index.fingerprint
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(spec.model.pretrained_path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return f"{index.fingerprint}+weights:{digest.hexdigest()[:16]}"
-
-
-def _data_key(spec) -> tuple:
-    return spec.data.root, spec.data.flow_input, spec.data.strict
-
-
-def _prepare_all(plans) -> dict:
-    """One index per distinct data input, shared by the runs that read it."""
-    indexes = {}
-    for run in plans:
-        if _data_key(run.spec) not in indexes:
-            indexes[_data_key(run.spec)] = prepare_data(run.spec)
-    return indexes
-
-
-def _dry_run(plans) -> int:
-    """List what would run; index existing data, but generate nothing."""
-    missing = [run for run in plans if run.spec.data.generate_if_missing and not run.spec.data.root.exists()]
-    indexes = _prepare_all([run for run in plans if run not in missing])
-    for run in plans:
-        if run in missing:
-            where = f"data {run.spec.data.root} (missing: would be generated)"
-        else:
-            index = indexes[_data_key(run.spec)]
-            where = f"spec {run.spec.spec_hash(input_fingerprint(run.spec, index))}  data {index.root} ({len(index.table)} samples)"
-        print(f"would run {run.name}  {where}")
-    return 0
-
-
-def _run_one(registry, tracker, run, index, spec_hash: str, *, profile: str | None) -> bool:
-    from arflare.trainer import train
-    from registry.tracking import git_state
-
-    commit, dirty = git_state(registry.path.parent)
-    tags = {"arflare.experiment": run.experiment, "arflare.group": run.group, "arflare.spec_hash": spec_hash,
-            "arflare.data_fingerprint": index.fingerprint, "arflare.profile": profile or "",
-            "arflare.git_commit": commit or "unknown", "arflare.git_dirty": str(dirty).lower(),
-            "arflare.description": registry.experiments[run.experiment].description}
-    if commit:
-        tags["mlflow.source.git.commit"] = commit
-    spec_dict = run.spec.model_dump(mode="json")
-    print(f"run {run.name}", file=sys.stderr)
-    with tempfile.TemporaryDirectory(prefix="arflare-") as tmp:
-        log_file = Path(tmp) / "log.txt"
-        handlers = _attach_log_file(log_file)
-        try:
-            with tracker.start_run(run_name=run.name, tags=tags, params=spec_dict, log_file=log_file) as handle:
-                handle.log_dict(spec_dict, "spec.yaml")
-                result = train(run.spec, index=index, reporter=handle, out_dir=Path(tmp) / "out", run_name=run.name)
-        except KeyboardInterrupt:
-            print(f"run {run.name} KILLED; its checkpoints so far are in the store", file=sys.stderr)
-            raise
-        except Exception as exc:  # the tracker has marked the run FAILED and stored the traceback
-            print(f"run {run.name} FAILED: {type(exc).__name__}: {exc}\n  traceback: artifact traceback.txt of the run "
-                  f"(arflare ui)", file=sys.stderr)
-            return False
-        finally:
-            _detach(handlers)
-    print(f"done {run.name}: run {handle.run_id}\n  {_headline(result.metrics)}\n  threshold {result.threshold:.4f} "
-          f"(chosen on val), best epoch {result.best_epoch}/{result.epochs_run}\n  look: arflare ui  |  arflare compare --metric tss")
-    return True
-
-
-def compare(registry, *, metric: str, split: str, experiments: Sequence[str] | None, top: int | None, fmt: str) -> str:
+def compare(registry: Registry, *, metric: str, split: str, experiments: Sequence[str] | None, top: int | None, fmt: str) -> str:
     """Rank runs of the registry's project by ``metric`` on ``split``."""
     from arflare.metrics import compare_metric_key
     from registry.compare import MetricColumn, compare_runs, render
@@ -207,15 +100,22 @@ def compare(registry, *, metric: str, split: str, experiments: Sequence[str] | N
         key, higher = compare_metric_key(metric, split)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    key = _logged_key(key)
     headline = _headline_columns()
-    columns = [MetricColumn(label, f"{split}/{name}") for label, name in headline]
+    columns = [MetricColumn(label, _logged_key(f"{split}/{name}")) for label, name in headline]
     records = open_tracker(registry).search(experiments=experiments)
     if not records:
         scope = f" for {', '.join(experiments)}" if experiments else ""
         return f"no runs yet{scope}; start one with: arflare run NAME"
-    label = next((lab for lab, name in headline if f"{split}/{name}" == key), metric)
+    label = next((column.label for column in columns if column.key == key), metric)
     table = compare_runs(records, metric=MetricColumn(label, key), higher_is_better=higher, columns=columns, top=top)
     return render(table, fmt)
+
+
+def _logged_key(key: str) -> str:
+    """Validation is ranked by the best checkpoint's score (``best/val_<m>``), not the last epoch's ``val/<m>``."""
+    split, _, name = key.partition("/")
+    return record.best_val_metric(name) if split == "val" else key
 
 
 def _headline_columns() -> list[tuple[str, str]]:
@@ -225,28 +125,80 @@ def _headline_columns() -> list[tuple[str, str]]:
     return [(metric.column, metric.name) for metric in headline_metrics()]
 
 
-def _headline(metrics) -> str:
+def headline(metrics: Mapping[str, float]) -> str:
+    """The test scores a user reads first, on one line."""
     return "  ".join(f"test {label} {metrics[f'test/{name}']:.3f}" for label, name in _headline_columns()
                      if f"test/{name}" in metrics) or "no test metrics"
 
 
-def _attach_log_file(path: Path) -> list[logging.Handler]:
-    """Send the run's log to ``path`` (uploaded as log.txt) and its epoch summaries to the terminal."""
-    to_file = logging.FileHandler(path)
-    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    to_terminal = logging.StreamHandler(sys.stderr)
-    to_terminal.setFormatter(logging.Formatter("  %(message)s"))
-    logger = logging.getLogger("arflare")
-    logger.setLevel(logging.INFO)
-    logger.propagate = False  # libraries' root handlers must not print our lines twice
-    for handler in (to_file, to_terminal):
-        logger.addHandler(handler)
-    return [to_file, to_terminal]
+def list_runs(registry: Registry, *, experiments: Sequence[str] | None = None, stale_after: float | None = None,
+              mark_stale_killed: bool = False, limit: int = 50) -> str:
+    """Tracked runs, newest first: status (STALE for a silent RUNNING run), age and last heartbeat.
+
+    With ``mark_stale_killed`` every STALE run is set KILLED first (``arflare run`` resumes KILLED runs).
+    """
+    tracker = open_tracker(registry, stale_after=stale_after)
+    records = tracker.search(experiments=experiments)
+    notes = []
+    if mark_stale_killed:
+        stale = [r for r in records if r.status == STALE]
+        for run in stale:
+            tracker.set_terminated(run.run_id, "KILLED")
+        notes.append(f"marked {len(stale)} stale run(s) KILLED" + ("; arflare run NAME resumes them" if stale else ""))
+        records = tracker.search(experiments=experiments)
+    if not records:
+        return "\n".join([*notes, "no runs yet; start one with: arflare run NAME"])
+    now = time.time()
+    rows = [("RUN", "NAME", "KIND", "STATUS", "STARTED", "HEARTBEAT")]
+    for run in sorted(records, key=lambda r: r.start_time or 0, reverse=True)[:limit]:
+        started = _ago(now, None if run.start_time is None else run.start_time / 1000)
+        beat = _ago(now, run.heartbeat) if run.status in ("RUNNING", STALE) else "-"
+        rows.append((run.run_id[:8], run.run_name, run.tags.get(record.TAG_KIND, "-"), run.status, started, beat))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    limit_s = tracker.stale_after_s
+    footer = (f"STALE: RUNNING without a heartbeat for over {limit_s:.0f} s (its process died); "
+              f"arflare runs --mark-stale-killed marks them KILLED")
+    return "\n".join([*notes, *lines, "", footer])
 
 
-def _detach(handlers: list[logging.Handler]) -> None:
-    logger = logging.getLogger("arflare")
-    for handler in handlers:
-        logger.removeHandler(handler)
-        handler.close()
-    logger.propagate = True
+def _ago(now: float, when: float | None) -> str:
+    if when is None:
+        return "-"
+    seconds = max(0.0, now - when)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit} ago"
+    return f"{seconds:.0f} s ago"
+
+
+def check_search_blocks(registry: Registry) -> None:
+    """Check every ``search:`` block against the run spec, so ``validate`` catches what trials would hit.
+
+    Each searched key must exist and accept the range's ends and every choice; the objective must
+    be a per-epoch validation metric the trainer reports.
+
+    Raises:
+        RegistryError: listing every problem found.
+    """
+    from arflare.metrics import METRICS
+
+    objectives = {"val/loss", *(f"val/{name}" for name in METRICS)}
+    problems: list[Problem] = []
+    for name, entry in registry.experiments.items():
+        if entry.search is None:
+            continue
+        where = f"experiments.{name}.search"
+        if entry.search.objective not in objectives:
+            problems.append(Problem(str(registry.path), entry.line, f"{where}.objective", entry.search.objective,
+                                    f"not a per-epoch metric; use one of {', '.join(sorted(objectives))}"))
+        for key, param in entry.search.params.items():
+            values = param.choices if param.type == "categorical" else (param.low, param.high)
+            for value in values:
+                try:
+                    registry.expand(name, sets=[f"{key}={json.dumps(value)}"])
+                except RegistryError as exc:
+                    reason = exc.problems[0].message if exc.problems else str(exc)
+                    problems.append(Problem(str(registry.path), entry.line, f"{where}.params.{key}", value, reason))
+    if problems:
+        raise RegistryError(problems)

@@ -1,33 +1,43 @@
 """``arflare sweep``: an experiment's ``search:`` block run as an Optuna study.
 
-The generic plumbing (study, storage, worker processes, parent/child MLflow runs, pruning)
-is in ``registry.sweep``; this module only says what one trial is: resolve the experiment
-with the trial's values as ``--set`` overrides, and train it.
+The generic plumbing (study, storage, worker processes, parent/child MLflow runs) is in
+``registry.sweep``; this module says what one trial is (the base spec with the trial's
+typed values, through the run lifecycle as kind ``trial``) and which study a sweep belongs to.
+
+A study is keyed by what it searches around: ``<experiment>[@profile]:<base hash>``, where
+the base hash covers the base spec (searched keys and location fields left out), the data
+fingerprint and the search block (``n_trials`` left out). A changed base starts a new study
+and says so; trials of different bases never mix, and ``--best`` only ever answers for the
+current base. The default journal sits beside the tracking store it belongs to.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import shlex
-import sys
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import optuna
+
+from arflare import record
 from arflare.errors import UsageError
+from arflare.lifecycle import RunPlan, adopt_run, identify, preflight, prepare_data
+from arflare.running import say
+from arflare.spec import RunSpec
+from registry.loader import Registry, Run
+from registry.search_spec import SearchSpec
+from registry.sweep import TrialReporter, best_trial, default_storage, list_studies, run_sweep
+from registry.tracking import default_artifact_location, resolve_tracking_uri
 
 
-def sweep(registry, name: str, *, profile: str | None, sets: Sequence[str], trials: int | None, workers: int,
-          storage: str | None, best: bool) -> int:
-    """Run (or resume) the study of experiment ``name``, or print its best trial with ``best``."""
-    from registry.sweep import best_trial, default_storage, run_sweep
-    from registry.tracking import default_artifact_location, resolve_tracking_uri
-    import optuna
-
+def sweep(registry: Registry, name: str, *, profile: str | None, sets: Sequence[str], trials: int | None,
+          workers: int, storage: str | None, best: bool) -> int:
+    """Run (or resume) the study of experiment ``name`` for its current base, or print its best trial."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own one line per trial is enough
-
     entry = registry.experiments.get(name)
     if entry is None or entry.search is None:
         with_search = [n for n, e in registry.experiments.items() if e.search is not None]
@@ -35,25 +45,29 @@ def sweep(registry, name: str, *, profile: str | None, sets: Sequence[str], tria
     runs = registry.expand(name, profile=profile, sets=sets)  # validates profile and sets before any compute
     if len(runs) != 1:
         raise UsageError(f"{name} expands to {len(runs)} runs (seeds/grid); a sweep needs exactly one base run")
-    study_name = name if profile is None else f"{name}@{profile}"
-    folder = registry.path.parent
-    storage = storage or default_storage(folder / "mlruns", study_name)
-    if best:
-        return _print_best(best_trial(study_name=study_name, storage=storage, search=entry.search), name, profile, sets)
+    (base,) = runs
+    preflight(base.spec)  # bad input (an unknown backbone) exits 2 before anything is tracked
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
-    from arflare.commands import prepare_data
-
-    prepare_data(runs[0].spec)  # generate/index once here, not in every worker
-    # K workers on C cores: each trains with C/K threads instead of all fighting for every core.
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    trial_fn = functools.partial(run_trial, registry_path=str(registry.path), name=name, profile=profile,
-                                 sets=tuple(sets), objective=entry.search.objective, threads=threads)
+    index = prepare_data(base.spec)  # generate/index once here, not in every worker
+    group = name if profile is None else f"{name}@{profile}"
+    study_name = f"{group}:{base_hash(base.spec, entry.search, index)}"
+    storage = storage or _default_storage(registry, group)
+    _announce(group, study_name, storage)
+    if best:
+        return _print_best(best_trial(study_name=study_name, storage=storage, search=entry.search), name, profile, sets)
+    threads = max(1, (os.cpu_count() or 1) // workers)  # K workers on C cores: C/K threads each
+    folder = registry.path.parent
+    trial_fn = functools.partial(run_trial, base=base, description=entry.description, profile=profile,
+                                 group=study_name, registry_dir=str(folder), objective=entry.search.objective,
+                                 tracking_uri=resolve_tracking_uri(folder), threads=threads)
     tracker_kwargs = {"tracking_uri": resolve_tracking_uri(folder), "experiment": registry.project,
                       "artifact_location": default_artifact_location(folder)}
-    tags = {"arflare.experiment": name, "arflare.group": study_name, "arflare.profile": profile or ""}
+    tags = {record.TAG_KIND: "sweep", record.TAG_EXPERIMENT: name, record.TAG_GROUP: study_name,
+            record.TAG_PROFILE: profile or "", record.TAG_BASE_HASH: study_name.rsplit(":", 1)[1],
+            record.TAG_DATA_FINGERPRINT: index.fingerprint}
     result = run_sweep(study_name=study_name, storage=storage, search=entry.search, trial_fn=trial_fn,
-                       tracker_kwargs=tracker_kwargs, run_prefix=study_name, tags=tags, n_trials=trials,
+                       tracker_kwargs=tracker_kwargs, run_prefix=group, tags=tags, n_trials=trials,
                        workers=workers, progress=True)
     print(f"study {study_name}: {result.n_complete} complete, {result.n_pruned} pruned, {result.n_failed} failed; "
           f"parent run {result.parent_run_id}")
@@ -63,68 +77,74 @@ def sweep(registry, name: str, *, profile: str | None, sets: Sequence[str], tria
     return 0
 
 
-def run_trial(params: Mapping[str, object], reporter, *, registry_path: str, name: str, profile: str | None,
-              sets: Sequence[str], objective: str, threads: int | None = None) -> float:
-    """One trial, run in a worker process: the experiment with ``params`` set, trained and scored."""
+def base_hash(spec: RunSpec, search: SearchSpec, index) -> str:
+    """What a study searches around: the base spec with every searched key at one fixed value, plus the data and the search block."""
+    canonical = apply_overrides(spec, {key: _anchor(param) for key, param in search.params.items()})
+    block = search.model_dump(mode="json", exclude={"n_trials"})
+    payload = json.dumps({"spec": canonical.spec_hash(identify(canonical, index).data_fingerprint), "search": block},
+                         sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def _anchor(param) -> object:
+    return param.choices[0] if param.type == "categorical" else param.low
+
+
+def apply_overrides(spec: RunSpec, values: Mapping[str, object]) -> RunSpec:
+    """``spec`` with dotted keys set to typed ``values`` (validated again; no text round trip)."""
+    dumped = spec.model_dump()
+    for key, value in values.items():
+        *parents, leaf = key.split(".")
+        node = dumped
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    return RunSpec.model_validate(dumped)
+
+
+def _default_storage(registry: Registry, group: str) -> str:
+    """The journal beside the tracking store: the sqlite database's folder, or announced for a server."""
+    uri = resolve_tracking_uri(registry.path.parent)
+    if uri.startswith("sqlite:///"):
+        return default_storage(Path(uri.removeprefix("sqlite:///").split("?", 1)[0]).parent, group)
+    local = default_storage(registry.path.parent / "mlruns", group)
+    say(f"note: runs go to {uri}, but the Optuna study stays in a journal on this machine ({local}); "
+        "pass --storage URL (e.g. postgresql://...) to share one study between machines")
+    return local
+
+
+def _announce(group: str, study_name: str, storage: str) -> None:
+    studies = [s for s in list_studies(storage) if s.startswith(f"{group}:")]
+    if study_name in studies:
+        return
+    if studies:
+        say(f"the base of {group} changed (spec, data or search block): starting study {study_name}; "
+            f"earlier bases keep their own studies ({', '.join(studies)}) and are never mixed in")
+
+
+def run_trial(params: Mapping[str, object], reporter: TrialReporter, *, base: Run, description: str,
+              profile: str | None, group: str, registry_dir: str, objective: str, tracking_uri: str,
+              threads: int | None = None) -> float:
+    """One trial, run in a worker process: the base spec with ``params``, trained through the lifecycle."""
     import torch
+
+    from arflare.trainer import train
 
     if threads is not None:
         torch.set_num_threads(threads)
-    from arflare.commands import input_fingerprint, prepare_data
-    from arflare.spec import RunSpec
-    from arflare.trainer import train
-    from registry.loader import flatten, load_registry
+    spec = apply_overrides(base.spec, params)
+    index = prepare_data(spec, progress=False)
+    run_name = f"{base.group}/trial={reporter.trial_number}"  # as registry.sweep names the child run
+    plan = RunPlan(kind="trial", run_name=run_name, experiment=base.experiment, group=group, spec=spec,
+                   description=description, profile=profile, registry_dir=Path(registry_dir))
 
-    registry = load_registry(registry_path, RunSpec, seed_key="train.seed")
-    trial_sets = [*sets, *(f"{key}={json.dumps(value)}" for key, value in params.items())]
-    (run,) = registry.expand(name, profile=profile, sets=trial_sets)
-    index = prepare_data(run.spec, progress=False)
-    from registry.tracking import git_state
+    def prune(epoch: int, metrics: Mapping[str, float]) -> None:  # the validation hook
+        reporter.report_objective(metrics[objective], step=epoch)
 
-    commit, dirty = git_state(Path(registry_path).parent)
-    reporter.set_tags({"arflare.data_fingerprint": index.fingerprint, "arflare.git_commit": commit or "unknown",
-                       "arflare.git_dirty": str(dirty).lower()})
-    # the sampled values are already logged under their own keys; log the rest of the spec beside them
-    reporter.log_params({k: v for k, v in flatten(run.spec.model_dump(mode="json")).items() if k not in params})
-    reporter.log_dict(run.spec.model_dump(mode="json"), "spec.yaml")
-    with tempfile.TemporaryDirectory(prefix="arflare-trial-") as tmp:
-        result = train(run.spec, index=index, reporter=reporter, out_dir=Path(tmp), progress=False, run_name=run.name)
-    # Tagged only now: a pruned or failed trial must not count as a finished run of this spec.
-    reporter.set_tags({"arflare.spec_hash": run.spec.spec_hash(input_fingerprint(run.spec, index))})
-    return float(result.metrics[objective])
-
-
-def check_search_blocks(registry) -> None:
-    """Check every ``search:`` block against the run spec, so ``validate`` catches what trials would hit.
-
-    Each searched key must exist and accept the range's ends and every choice; the objective must
-    be a per-epoch validation metric the trainer reports.
-
-    Raises:
-        RegistryError: listing every problem found.
-    """
-    from arflare.metrics import METRICS
-    from registry.errors import Problem, RegistryError
-
-    objectives = {"val/loss", *(f"val/{name}" for name in METRICS)}
-    problems: list[Problem] = []
-    for name, entry in registry.experiments.items():
-        if entry.search is None:
-            continue
-        where = f"experiments.{name}.search"
-        if entry.search.objective not in objectives:
-            problems.append(Problem(str(registry.path), entry.line, f"{where}.objective", entry.search.objective,
-                                    f"not a per-epoch metric; use one of {', '.join(sorted(objectives))}"))
-        for key, param in entry.search.params.items():
-            values = param.choices if param.type == "categorical" else (param.low, param.high)
-            for value in values:
-                try:
-                    registry.expand(name, sets=[f"{key}={json.dumps(value)}"])
-                except RegistryError as exc:
-                    reason = exc.problems[0].message if exc.problems else str(exc)
-                    problems.append(Problem(str(registry.path), entry.line, f"{where}.params.{key}", value, reason))
-    if problems:
-        raise RegistryError(problems)
+    with adopt_run(reporter, plan, identify(spec, index), tracking_uri=tracking_uri, logged=params) as tracked:
+        result = train(spec, index=index, reporter=reporter, out_dir=tracked.folder, progress=False, on_validation=prune,
+                       run_name=run_name)
+    return float(result.metrics[record.best_val_metric(objective.removeprefix("val/"))])
 
 
 def reproduce_command(name: str, profile: str | None, sets: Sequence[str], params: Mapping[str, object]) -> str:
@@ -137,7 +157,7 @@ def reproduce_command(name: str, profile: str | None, sets: Sequence[str], param
 
 def _print_best(best, name: str, profile: str | None, sets: Sequence[str]) -> int:
     if best is None:
-        print(f"no completed trial yet for {name}; start with: arflare sweep {name}", file=sys.stderr)
+        say(f"no completed trial yet for {name} with this base; start with: arflare sweep {name}")
         return 1
     params, value, number = best
     print(f"best trial #{number}: value {value:.4f}")
@@ -145,4 +165,3 @@ def _print_best(best, name: str, profile: str | None, sets: Sequence[str]) -> in
         print(f"  {key} = {val}")
     print("reproduce: " + reproduce_command(name, profile, sets, params))
     return 0
-

@@ -29,18 +29,20 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from registry.search_spec import ParamSpec, PrunerSpec, SearchSpec
-from registry.tracking import Tracker
+from registry.tracking import (
+    TAG_BEST_TRIAL as BEST_TRIAL_TAG,
+    TAG_DUPLICATE_OF as DUPLICATE_TAG,
+    TAG_STUDY as STUDY_TAG,
+    TAG_TRIAL_NUMBER as TRIAL_NUMBER_TAG,
+    TAG_TRIAL_STATE as TRIAL_STATE_TAG,
+    RunHandle,
+    Tracker,
+    heartbeat,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from registry.tracking import RunHandle
-
-STUDY_TAG = "arflare.study"
-TRIAL_NUMBER_TAG = "optuna.trial_number"
-TRIAL_STATE_TAG = "arflare.trial_state"
-BEST_TRIAL_TAG = "arflare.best_trial"
-DUPLICATE_TAG = "arflare.duplicate_of"
 RUN_ID_ATTR = "mlflow_run_id"  # optuna user attr: the child run of a trial
 _INTERRUPTED_ATTR = "arflare.interrupted"  # Ctrl-C'd trials do not use up the budget
 _FORBIDDEN_IN_STUDY_NAME = "/\\'\"`"  # path separators and quotes (MLflow filters cannot escape them)
@@ -52,43 +54,47 @@ class NonFiniteObjectiveError(ValueError):
 
 
 class TrialReporter:
-    """What a trial function reports to: its child run, plus Optuna's pruning hook.
+    """What a trial function gets: its child run (logging only) and the pruning hook.
+
+    Logging never steers: pruning happens only when the trial's training loop calls
+    :meth:`report_objective` from its validation hook, once per epoch.
 
     Args:
         run: The trial's child run.
         trial: The running Optuna trial.
-        objective: Metric name that is forwarded to Optuna (``SearchSpec.objective``).
+        objective: Metric name the study optimises (``SearchSpec.objective``).
     """
 
     def __init__(self, *, run: RunHandle, trial: optuna.Trial, objective: str) -> None:
         self._run = run
         self._trial = trial
-        self._objective = objective
-        self._reported: set[int] = set()
+        self.objective = objective
 
     @property
     def run_id(self) -> str:
         """The child run's MLflow id."""
         return self._run.run_id
 
-    def log_metrics(self, metrics: Mapping[str, float], *, step: int | None = None) -> None:
-        """Log metrics on the child run; an epoch's objective may prune the trial.
+    @property
+    def trial_number(self) -> int:
+        """The Optuna trial's number."""
+        return self._trial.number
+
+    def report_objective(self, value: float, *, step: int) -> None:
+        """Tell Optuna the objective at ``step`` (an epoch); stop the trial when the pruner says so.
 
         Raises:
             optuna.TrialPruned: The pruner stopped the trial; let it propagate.
             NonFiniteObjectiveError: The objective is NaN or infinite.
         """
+        value = _finite(self.objective, value, f"at step {step}")
+        self._trial.report(value, step)
+        if self._trial.should_prune():
+            raise optuna.TrialPruned(f"{self.objective}={value:.6g} at step {step}")
+
+    def log_metrics(self, metrics: Mapping[str, float], *, step: int | None = None) -> None:
+        """Log metrics on the child run."""
         self._run.log_metrics(metrics, step=step)
-        if self._objective not in metrics:
-            return
-        value = _finite(self._objective, metrics[self._objective], f"at step {step}")
-        # Only a new step feeds the pruner: a summary logged again at an epoch already reported
-        # (the best checkpoint's scores, after training) must not prune a finished trial.
-        if step is not None and step not in self._reported:
-            self._reported.add(step)
-            self._trial.report(value, step)
-            if self._trial.should_prune():
-                raise optuna.TrialPruned(f"{self._objective}={value:.6g} at step {step}")
 
     def log_params(self, params: Mapping[str, object]) -> None:
         """Log params on the child run (write-once: the sampled params are already there)."""
@@ -109,6 +115,14 @@ class TrialReporter:
     def log_text(self, text: str, artifact_file: str) -> None:
         """Save ``text`` as an artifact of the child run."""
         self._run.log_text(text, artifact_file)
+
+    def logged_steps(self, key: str) -> set[int]:
+        """Steps at which ``key`` is already logged on the child run."""
+        return self._run.logged_steps(key)
+
+    def beat(self) -> None:
+        """Refresh the child run's heartbeat."""
+        self._run.beat()
 
 
 TrialFn = Callable[[Mapping[str, object], TrialReporter], float]
@@ -138,6 +152,13 @@ class SweepResult:
 def default_storage(store_dir: Path, study_name: str) -> str:
     """Return the journal file that holds a study: ``<store_dir>/optuna/<study_name>.journal``."""
     return str(Path(store_dir) / "optuna" / f"{study_name}.journal")
+
+
+def list_studies(storage: str) -> list[str]:
+    """Names of the studies a storage holds (none for a journal file that does not exist yet)."""
+    if "://" not in storage and not Path(storage.removeprefix("journal:")).exists():
+        return []
+    return sorted(optuna.get_all_study_names(storage=_storage(storage)))
 
 
 def open_study(*, study_name: str, storage: str, search: SearchSpec) -> optuna.Study:
@@ -296,17 +317,20 @@ def _fail_orphans(study: optuna.Study, trials: list[FrozenTrial], tracker: Track
     """Trials left RUNNING by a process that died (SIGKILL, power loss) become FAIL, and so do their runs.
 
     Running two sweep commands on one study at once is not supported, so at start every RUNNING
-    trial is an orphan. They count as failed trials towards ``n_trials``, as Optuna counts them.
+    trial is an orphan. Like a Ctrl-C'd trial it does not use up ``n_trials``: the sweep still
+    ends with the requested number of finished trials.
     """
     orphans = [t for t in trials if t.state == TrialState.RUNNING]
     for trial in orphans:
+        optuna.trial.Trial(study, trial._trial_id).set_user_attr(_INTERRUPTED_ATTR, True)
         study.tell(trial.number, state=TrialState.FAIL)
         run_id = trial.user_attrs.get(RUN_ID_ATTR)
         if run_id:
             tracker.set_tags(run_id, {TRIAL_STATE_TAG: "FAIL"})
             tracker.set_terminated(run_id, "FAILED")
     if orphans:
-        _say(study_name, f"trials {[t.number for t in orphans]} were left RUNNING by a process that died: marked FAIL")
+        _say(study_name, f"trials {[t.number for t in orphans]} were left RUNNING by a process that died: "
+                         "marked FAIL (they do not count towards the total)")
 
 
 def _check_args(study_name: str, total: int, workers: int) -> None:
@@ -335,12 +359,14 @@ def _parent_run(tracker: Tracker, *, study_name: str, run_prefix: str, tags: Map
     found = tracker.search(filter_string=query)
     if not found:
         with tracker.start_run(run_name=run_prefix, tags={**tags, STUDY_TAG: study_name}) as handle:
-            yield handle.run_id  # RUNNING now; the tracker records how it ends
+            with heartbeat(handle.beat):
+                yield handle.run_id  # RUNNING now; the tracker records how it ends
         return
     run_id = found[0].run_id  # oldest first: the one every earlier run of the command used
     tracker.set_running(run_id)  # true status while this run of the command works on it
     try:
-        yield run_id
+        with heartbeat(RunHandle(tracker, run_id).beat):
+            yield run_id
     except KeyboardInterrupt:
         tracker.set_terminated(run_id, "KILLED")
         raise

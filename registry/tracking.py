@@ -16,12 +16,14 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,11 +35,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Tags this package writes or queries itself; arflare.record lists them with the rest.
 TAG_EXPERIMENT = "arflare.experiment"
 TAG_SPEC_HASH = "arflare.spec_hash"
 TAG_GROUP = "arflare.group"
 TAG_ERROR = "arflare.error"
+TAG_HEARTBEAT = "arflare.heartbeat"  # UTC ISO time, refreshed while a run trains
 TAG_PARENT = "mlflow.parentRunId"
+TAG_STUDY = "arflare.study"  # on a sweep's parent run
+TAG_BASE_HASH = "arflare.base_hash"  # what a study searches around: base spec + data
+TAG_TRIAL_NUMBER = "optuna.trial_number"
+TAG_TRIAL_STATE = "arflare.trial_state"
+TAG_BEST_TRIAL = "arflare.best_trial"
+TAG_DUPLICATE_OF = "arflare.duplicate_of"
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 # MLflow 3's experiment-level switch between its GenAI pages and the runs table; the UI reads
 # this tag (values from its ExperimentKind enum; "custom_model_development" is "Model training").
@@ -46,6 +56,9 @@ MODEL_TRAINING_KIND = "custom_model_development"
 # A runs-table view stored on the experiment, opened by the URL query ?viewStateShareKey=<key>
 # (MLflow's "share view"): the only way to show metric columns without clicking in the UI.
 _SHARED_VIEW_TAG = "mlflow.sharedViewState."
+STALE = "STALE"  # a RUNNING run whose heartbeat is older than the stale limit (shown, never stored)
+DEFAULT_STALE_AFTER_S = 300.0  # ten missed heartbeats
+HEARTBEAT_EVERY_S = 30.0  # twice a minute: a live run is never silent for a whole minute
 
 # MLflow's own limits (mlflow.utils.validation), copied so that flattening needs no mlflow import.
 MAX_PARAM_VALUE_LENGTH = 6000
@@ -132,7 +145,7 @@ def _param_text(value: object) -> str:
     return str(value)
 
 
-def count_runs(tracking_uri: str, *, experiment: str) -> dict[str, int]:
+def count_runs(tracking_uri: str, *, experiment: str, stale_after_s: float | None = None) -> dict[str, int]:
     """Count runs per ``arflare.experiment`` tag, fast enough for `arflare list`.
 
     A sqlite store is read directly (read-only, no mlflow import, nothing created when the
@@ -141,19 +154,29 @@ def count_runs(tracking_uri: str, *, experiment: str) -> dict[str, int]:
     Args:
         tracking_uri: Store URI, usually from :func:`resolve_tracking_uri`.
         experiment: MLflow experiment name.
+        stale_after_s: When given, count only STALE runs (RUNNING and silent for longer).
 
     Returns:
         ``{"cnn-baseline": 3, ...}`` over runs of any status that are not deleted.
     """
+    limit = DEFAULT_STALE_AFTER_S if stale_after_s is None else stale_after_s
     path = _sqlite_path(tracking_uri)
+    rows = None
     if path is not None:
         if not path.is_file():
             return {}
         try:
-            return _count_in_sqlite(path, experiment)
+            rows = _runs_in_sqlite(path, experiment)
         except sqlite3.Error:
             log.debug("Reading %s directly failed; asking MLflow instead", path, exc_info=True)
-    return Tracker(tracking_uri=tracking_uri, experiment=experiment).count_runs()
+    if rows is None:
+        tracker = Tracker(tracking_uri=tracking_uri, experiment=experiment, stale_after_s=limit)
+        rows = [(r.tags.get(TAG_EXPERIMENT), r.status) for r in tracker.search()]
+    else:
+        rows = [(name, shown_status(status, last_sign_of_life({TAG_HEARTBEAT: beat} if beat else {}, start),
+                                    stale_after_s=limit)) for name, status, start, beat in rows]
+    wanted = [name for name, status in rows if name is not None and (stale_after_s is None or status == STALE)]
+    return dict(Counter(wanted))
 
 
 def _sqlite_path(tracking_uri: str) -> Path | None:
@@ -162,49 +185,106 @@ def _sqlite_path(tracking_uri: str) -> Path | None:
     return Path(tracking_uri.removeprefix("sqlite:///").split("?", 1)[0])
 
 
-def _count_in_sqlite(path: Path, experiment: str) -> dict[str, int]:
+def _runs_in_sqlite(path: Path, experiment: str) -> list[tuple[str | None, str, int | None, str | None]]:
     # The runs/tags/experiments tables of MLflow's schema; lifecycle_stage filters what the
     # MLflow API would hide (deleted runs and experiments).
     query = """
-        SELECT t.value, COUNT(*) FROM runs r
+        SELECT t.value, r.status, r.start_time, h.value FROM runs r
         JOIN experiments e ON e.experiment_id = r.experiment_id
-        JOIN tags t ON t.run_uuid = r.run_uuid
-        WHERE e.name = ? AND e.lifecycle_stage = 'active' AND r.lifecycle_stage = 'active' AND t.key = ?
-        GROUP BY t.value
+        LEFT JOIN tags t ON t.run_uuid = r.run_uuid AND t.key = ?
+        LEFT JOIN tags h ON h.run_uuid = r.run_uuid AND h.key = ?
+        WHERE e.name = ? AND e.lifecycle_stage = 'active' AND r.lifecycle_stage = 'active'
     """
     connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
-        return dict(connection.execute(query, (experiment, TAG_EXPERIMENT)).fetchall())
+        return connection.execute(query, (TAG_EXPERIMENT, TAG_HEARTBEAT, experiment)).fetchall()
     finally:
         connection.close()
 
 
 @dataclass(frozen=True)
 class RunRecord:
-    """A tracked run read back from the store, free of MLflow types."""
+    """A tracked run read back from the store, free of MLflow types.
+
+    ``status`` is MLflow's (FINISHED / FAILED / KILLED / RUNNING), except that a RUNNING run
+    whose heartbeat (or, without one, start) is older than the tracker's stale limit reads
+    ``STALE``: its process most likely died without a word (SIGKILL, node failure).
+    """
 
     run_id: str
     run_name: str
-    status: str  # FINISHED / FAILED / KILLED / RUNNING
+    status: str  # FINISHED / FAILED / KILLED / RUNNING / STALE
     start_time: int | None  # ms since epoch
     end_time: int | None
     tags: Mapping[str, str]
     params: Mapping[str, str]
     metrics: Mapping[str, float]  # latest value of each metric
     artifact_uri: str
+    heartbeat: float | None = None  # seconds since epoch of the last sign of life, if any
 
 
-def _record(run: Run) -> RunRecord:
+def heartbeat_now() -> str:
+    """The value of the heartbeat tag for this moment (UTC, ISO 8601, whole seconds)."""
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def last_sign_of_life(tags: Mapping[str, str], start_time_ms: int | None) -> float | None:
+    """Seconds since epoch of the run's heartbeat tag, or of its start when it has none."""
+    beat = tags.get(TAG_HEARTBEAT)
+    if beat:
+        try:
+            return datetime.fromisoformat(beat).timestamp()
+        except ValueError:
+            pass
+    return None if start_time_ms is None else start_time_ms / 1000
+
+
+@contextmanager
+def heartbeat(beat: Callable[[], None], *, every_s: float = HEARTBEAT_EVERY_S) -> Iterator[None]:
+    """Call ``beat`` every ``every_s`` seconds from a daemon thread while the block runs.
+
+    A failing beat (a busy store) is logged and skipped: it must never end a healthy run.
+    """
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every_s):
+            try:
+                beat()
+            except Exception:
+                log.warning("Could not refresh the heartbeat; trying again in %.0f s", every_s, exc_info=True)
+
+    thread = threading.Thread(target=loop, name="heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def shown_status(status: str, last_alive: float | None, *, stale_after_s: float, now: float | None = None) -> str:
+    """``STALE`` for a RUNNING run silent for more than ``stale_after_s`` seconds, else ``status``."""
+    now = time.time() if now is None else now
+    if status == "RUNNING" and last_alive is not None and now - last_alive > stale_after_s:
+        return STALE
+    return status
+
+
+def _record(run: Run, stale_after_s: float) -> RunRecord:
+    tags = dict(run.data.tags)
+    alive = last_sign_of_life(tags, run.info.start_time)
     return RunRecord(
         run_id=run.info.run_id,
         run_name=run.info.run_name or "",
-        status=run.info.status,
+        status=shown_status(run.info.status, alive, stale_after_s=stale_after_s),
         start_time=run.info.start_time,
         end_time=run.info.end_time,
-        tags=dict(run.data.tags),
+        tags=tags,
         params=dict(run.data.params),
         metrics=dict(run.data.metrics),
         artifact_uri=run.info.artifact_uri,
+        heartbeat=alive,
     )
 
 
@@ -222,18 +302,23 @@ class Tracker:
 
     Construction touches nothing: the store (sqlite file, experiment) is created on first use,
     so a CLI that builds a Tracker only after validation never leaves debris for bad input.
+    Creating or upgrading a sqlite store, and creating the experiment, happen under a file
+    lock beside the database, so many processes may open a store that does not exist yet.
 
     Args:
         tracking_uri: Store URI, usually from :func:`resolve_tracking_uri`.
         experiment: MLflow experiment name that holds every arflare run.
         artifact_location: Artifact root used when the experiment is created, usually from
             :func:`default_artifact_location`; None lets the store pick.
+        stale_after_s: A RUNNING run silent for longer reads as ``STALE`` in search results.
     """
 
-    def __init__(self, *, tracking_uri: str, experiment: str, artifact_location: str | None = None) -> None:
+    def __init__(self, *, tracking_uri: str, experiment: str, artifact_location: str | None = None,
+                 stale_after_s: float = DEFAULT_STALE_AFTER_S) -> None:
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.artifact_location = artifact_location
+        self.stale_after_s = stale_after_s
         self._client_cache: MlflowClient | None = None
         self._experiment_id: str | None = None
 
@@ -242,27 +327,48 @@ class Tracker:
         if self._client_cache is None:
             from mlflow.tracking import MlflowClient
 
-            if (path := _sqlite_path(self.tracking_uri)) is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)  # sqlite creates the file, not its folder
-            self._client_cache = MlflowClient(tracking_uri=self.tracking_uri)
+            with self._store_lock():
+                client = MlflowClient(tracking_uri=self.tracking_uri)
+                _ = client._tracking_client.store  # creates or migrates a sqlite schema: once, under the lock
+            self._client_cache = client
         return self._client_cache
+
+    def _store_lock(self):
+        """A file lock beside a sqlite store (no-op for servers, which serialise themselves).
+
+        Without it, processes that open a new store at once all run MLflow's schema migrations
+        and break the database ("table _alembic_tmp_... already exists").
+        """
+        path = _sqlite_path(self.tracking_uri)
+        if path is None:
+            return nullcontext()
+        from filelock import FileLock
+
+        path.parent.mkdir(parents=True, exist_ok=True)  # sqlite creates the file, not its folder
+        return FileLock(str(path) + ".lock")
 
     def _get_or_create_experiment(self) -> str:
         if self._experiment_id is None:
-            from mlflow.exceptions import MlflowException
-
             found = self._client.get_experiment_by_name(self.experiment)
             if found is None:
-                try:
-                    self._client.create_experiment(self.experiment, artifact_location=self.artifact_location,
-                                                   tags={TAG_EXPERIMENT_KIND: MODEL_TRAINING_KIND})
-                except MlflowException as exc:
-                    # Another worker created it between our get and create: use theirs.
-                    if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                        raise
-                found = self._client.get_experiment_by_name(self.experiment)
+                with self._store_lock():  # one creator; the others find it
+                    found = self._client.get_experiment_by_name(self.experiment)
+                    if found is None:
+                        self._create_experiment()
+                        found = self._client.get_experiment_by_name(self.experiment)
             self._experiment_id = found.experiment_id
         return self._experiment_id
+
+    def _create_experiment(self) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self._client.create_experiment(self.experiment, artifact_location=self.artifact_location,
+                                           tags={TAG_EXPERIMENT_KIND: MODEL_TRAINING_KIND})
+        except MlflowException as exc:
+            # Another process (on a server store, where no file lock helps) created it first.
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
 
     def _existing_experiment_id(self) -> str | None:
         """Experiment id for read-only queries, which must not create the experiment."""
@@ -287,17 +393,14 @@ class Tracker:
                 [experiment_id], filter_string, max_results=min(max_results or _PAGE_SIZE, _PAGE_SIZE),
                 order_by=order_by, page_token=token,
             )
-            records.extend(_record(run) for run in page)
+            records.extend(_record(run, self.stale_after_s) for run in page)
             token = page.token
             if not token or (max_results is not None and len(records) >= max_results):
                 return records[:max_results]
 
-    def find_finished(self, *, spec_hash: str) -> RunRecord | None:
-        """Return the newest FINISHED run tagged ``arflare.spec_hash == spec_hash``, if any.
-
-        Failed, killed and still-running runs never count, so they are rerun.
-        """
-        query = f"tags.`{TAG_SPEC_HASH}` = {_quote(spec_hash)} and attributes.status = 'FINISHED'"
+    def find_latest(self, *, spec_hash: str) -> RunRecord | None:
+        """Return the newest run of any status tagged ``arflare.spec_hash == spec_hash``, if any."""
+        query = f"tags.`{TAG_SPEC_HASH}` = {_quote(spec_hash)}"
         found = self._search_runs(query, order_by=["attributes.start_time DESC"], max_results=1)
         return found[0] if found else None
 
@@ -352,15 +455,37 @@ class Tracker:
             parent_run_id: Makes this a child run of that run in the MLflow UI.
             log_file: A log written during the run, uploaded when it ends.
         """
-        all_tags = {key: str(value) for key, value in tags.items()}
+        all_tags = {TAG_HEARTBEAT: heartbeat_now(), **{key: str(value) for key, value in tags.items()}}
         if parent_run_id:
             all_tags[TAG_PARENT] = parent_run_id
         run = self._client.create_run(self._get_or_create_experiment(), tags=all_tags, run_name=run_name)
         handle = RunHandle(self, run.info.run_id)
-        try:
+        with self._recording_end(handle, log_file=log_file):
             if params:
                 handle.log_params(params)
             yield handle
+
+    @contextmanager
+    def resume_run(self, run_id: str, *, tags: Mapping[str, str] | None = None,
+                   log_file: Path | None = None) -> Iterator[RunHandle]:
+        """Reopen a run that died (KILLED, or RUNNING without a heartbeat): RUNNING again, then ended as in :meth:`start_run`.
+
+        Args:
+            run_id: The run to continue; its params, metrics and artifacts stay.
+            tags: Tags to set (or overwrite) when it reopens.
+            log_file: As for :meth:`start_run`; it replaces the earlier ``log.txt``.
+        """
+        self.set_running(run_id)
+        handle = RunHandle(self, run_id)
+        with self._recording_end(handle, log_file=log_file):
+            if tags:
+                handle.set_tags(tags)
+            yield handle
+
+    @contextmanager
+    def _recording_end(self, handle: RunHandle, *, log_file: Path | None) -> Iterator[None]:
+        try:
+            yield
         except (KeyboardInterrupt, SystemExit):
             self._finish(handle.run_id, "KILLED", log_file=log_file)
             raise
@@ -369,6 +494,14 @@ class Tracker:
             raise
         else:
             self._finish(handle.run_id, "FINISHED", log_file=log_file)
+
+    def get_run(self, run_id: str) -> RunRecord:
+        """Read one run back (status ``STALE`` as in :meth:`search`)."""
+        return _record(self._client.get_run(run_id), self.stale_after_s)
+
+    def metric_steps(self, run_id: str, key: str) -> set[int]:
+        """The steps at which ``key`` was logged on a run (empty when never)."""
+        return {metric.step for metric in self._client.get_metric_history(run_id, key)}
 
     def _finish(
         self, run_id: str, status: str, *, log_file: Path | None, error: BaseException | None = None
@@ -402,8 +535,9 @@ class Tracker:
         self._client.set_terminated(run_id, status)
 
     def set_running(self, run_id: str) -> None:
-        """Mark a run RUNNING again (a resumed sweep's parent) and clear its end time."""
+        """Mark a run RUNNING again (a resumed run or sweep parent) with a fresh heartbeat."""
         self._client.update_run(run_id, status="RUNNING")
+        self.set_tags(run_id, {TAG_HEARTBEAT: heartbeat_now()})
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], *, step: int | None = None) -> None:
         """Log metrics at ``step`` (default 0) in as few batches as MLflow allows.
@@ -586,3 +720,11 @@ class RunHandle:
     def log_text(self, text: str, artifact_file: str) -> None:
         """Save ``text`` as the artifact ``artifact_file`` (e.g. ``"reports/summary.md"``)."""
         self._tracker._client.log_text(self.run_id, text, artifact_file)
+
+    def logged_steps(self, key: str) -> set[int]:
+        """The steps at which metric ``key`` is already in this run's history."""
+        return self._tracker.metric_steps(self.run_id, key)
+
+    def beat(self) -> None:
+        """Refresh the heartbeat tag (the run is alive)."""
+        self._tracker.set_tags(self.run_id, {TAG_HEARTBEAT: heartbeat_now()})

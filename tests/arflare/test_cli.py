@@ -93,9 +93,10 @@ def test_smoke_run_writes_params_metrics_tags_and_artifacts(ws, finished):
     assert [m.step for m in history] == [1]
     files = _artifacts(ws.client, finished.info.run_id)
     for expected in ("spec.yaml", "metrics.json", "log.txt", "predictions/val.parquet", "predictions/test.parquet",
-                     "checkpoints/best.pt", "checkpoints/last.pt", "plots/roc_test.png", "plots/pr_test.png",
+                     "checkpoints/best.pt", "plots/roc_test.png", "plots/pr_test.png",
                      "plots/confusion_test.png", "plots/reliability_test.png", "plots/training_curves.png"):
         assert expected in files, expected
+    assert "checkpoints/last.pt" not in files  # the resume state stays local and is removed when the run ends
 
 
 def test_test_tss_recomputes_from_predictions_and_logged_threshold(ws, finished):
@@ -110,7 +111,7 @@ def test_test_tss_recomputes_from_predictions_and_logged_threshold(ws, finished)
 
 def test_best_checkpoint_reproduces_its_val_scores(ws, finished):
     from arflare.builders import build_datasets, build_model_from_spec
-    from arflare.commands import prepare_data
+    from arflare.lifecycle import prepare_data
     from arflare.spec import RunSpec
 
     ckpt = torch.load(ws.client.download_artifacts(finished.info.run_id, "checkpoints/best.pt"), weights_only=False)
@@ -135,9 +136,9 @@ def test_identical_run_is_skipped_unless_forced(ws, finished, capsys):
 
 
 def test_nan_loss_fails_the_run_and_keeps_earlier_checkpoints_and_runs(ws, finished, monkeypatch, capsys):
-    import arflare.trainer as trainer
+    import arflare.builders as builders
 
-    real = trainer.build_loss_from_spec
+    real = builders.build_loss_from_spec
 
     class NanAfterTwoSteps(torch.nn.Module):
         """The real loss for epoch 1's two training steps (smoke profile), NaN from epoch 2 on."""
@@ -157,7 +158,7 @@ def test_nan_loss_fails_the_run_and_keeps_earlier_checkpoints_and_runs(ws, finis
     def build(spec):
         return NanAfterTwoSteps(real(spec))
 
-    monkeypatch.setattr(trainer, "build_loss_from_spec", build)
+    monkeypatch.setattr(builders, "build_loss_from_spec", build)
     assert ws.run("exp1_basic_reg", "--set", "train.epochs=2") == 1
     assert "NonFiniteLossError" in capsys.readouterr().err
     (failed,) = ws.runs("exp1_basic_reg")

@@ -66,3 +66,53 @@ def test_best_prints_a_command_that_validates(ws, capsys):
     command = shlex.split(line.removeprefix("reproduce: "))
     assert command[:3] == ["arflare", "run", "sweep_reg_mixup"]
     assert main([*command[1:], "--file", str(ws / "experiments.yaml"), "--dry-run"]) == 0
+
+
+def test_a_bad_base_fails_before_anything_is_tracked(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    shutil.copy(REPO / "experiments.yaml", tmp_path / "experiments.yaml")
+    assert main(["sweep", "sweep_reg_mixup", "--file", str(tmp_path / "experiments.yaml"),
+                 "--set", "model.backbone=convnext_atom"]) == 2
+    assert "convnext_atto" in capsys.readouterr().err  # the did-you-mean of the unknown backbone
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_a_changed_base_starts_its_own_study_and_best_answers_for_it_only(ws, capsys):
+    capsys.readouterr()
+    changed = ("--set", "train.lr=0.0002")
+    assert main(_args(ws, *changed, "--trials", "1")) == 0
+    captured = capsys.readouterr()
+    assert "base of sweep_reg_mixup@smoke changed" in captured.err
+    parents, _ = _runs(ws)
+    assert len(parents) == 2 and len({p.data.tags["arflare.base_hash"] for p in parents}) == 2
+    assert main(_args(ws, *changed, "--best")) == 0
+    line = next(l for l in capsys.readouterr().out.splitlines() if l.startswith("reproduce: "))
+    assert "train.lr=0.0002" in line
+
+
+def test_a_sigkilled_sweep_fails_its_trial_and_still_reaches_the_total(ws, capsys):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    base = _args(ws, "--set", "train.lr=0.0003", "--set", "train.epochs=3", "--set", "train.max_steps_per_epoch=3")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen([sys.executable, "-m", "arflare.cli", *base, "--trials", "2"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    local = ws / "mlruns" / "local"
+    deadline = time.monotonic() + 600
+    while not list(local.glob("*/checkpoints/last.pt")):  # a trial is mid-training
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    capsys.readouterr()
+    assert main([*base, "--trials", "2"]) == 0
+    out = capsys.readouterr()
+    assert "left RUNNING by a process that died" in out.err
+    assert "2 complete, 0 pruned, 1 failed" in out.out or "1 pruned, 1 failed" in out.out
+    _, children = _runs(ws)
+    killed = [c for c in children if c.data.tags.get("arflare.trial_state") == "FAIL"]
+    assert len(killed) == 1 and killed[0].info.status == "FAILED"

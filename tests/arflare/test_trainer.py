@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from arflare.commands import prepare_data
+from arflare.checkpoints import BestCheckpoint, load
+from arflare.lifecycle import prepare_data
 from arflare.data.synth import generate
 from arflare.spec import RunSpec
 from arflare.trainer import train
@@ -27,6 +28,9 @@ class Recorder:
 
     def log_dict(self, obj, artifact_file):
         self.artifacts.append((artifact_file, None))
+
+    def logged_steps(self, key):
+        return {step for metrics, step in self.metrics if key in metrics}
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +65,57 @@ def test_same_seed_same_losses_with_or_without_workers(index, tmp_path):
 def test_reports_checkpoints_and_final_metrics(index, tmp_path):
     recorder = Recorder()
     result = train(_spec(index.root.parent, workers=0), index=index, reporter=recorder, out_dir=tmp_path, progress=False)
-    assert {name for name, folder in recorder.artifacts if folder == "checkpoints"} == {"best.pt", "last.pt"}
-    assert result.metrics["test/threshold"] == result.metrics["val/threshold"] == result.threshold
-    assert [step for m, step in recorder.metrics if "val/tss" in m] == [1, 2, 2]  # per epoch, then the best checkpoint's
+    assert {name for name, folder in recorder.artifacts if folder == "checkpoints"} == {"best.pt"}  # last.pt stays local
+    assert result.metrics["test/threshold"] == result.metrics["best/val_threshold"] == result.threshold
+    # the per-epoch history only; the best checkpoint's val scores go under their own name, once
+    assert [step for m, step in recorder.metrics if "val/tss" in m] == [1, 2]
+    assert [step for m, step in recorder.metrics if "best/val_tss" in m] == [result.best_epoch]
+
+
+class Killed(KeyboardInterrupt):
+    """Stands in for the process dying right after an epoch was saved and reported."""
+
+
+def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(index, tmp_path):
+    spec = _spec(index.root.parent, workers=0).model_copy(deep=True)
+    spec = spec.model_validate({**spec.model_dump(), "train": {**spec.train.model_dump(), "epochs": 3}})
+    whole = Recorder()
+    expected = train(spec, index=index, reporter=whole, out_dir=tmp_path / "whole", progress=False)
+
+    def die_after_epoch_1(epoch, metrics):
+        if epoch == 1:
+            raise Killed
+
+    pieces = Recorder()
+    with pytest.raises(Killed):
+        train(spec, index=index, reporter=pieces, out_dir=tmp_path / "pieces", progress=False, on_validation=die_after_epoch_1)
+    assert load(tmp_path / "pieces" / "checkpoints" / "last.pt")["state"]["epoch"] == 1
+    resumed = train(spec, index=index, reporter=pieces, out_dir=tmp_path / "pieces", progress=False, resume=True)
+    assert resumed.resumed_from == 1
+    assert resumed.metrics == expected.metrics  # bit-identical, not approximately equal
+    assert resumed.history == expected.history | {"epoch_seconds": resumed.history["epoch_seconds"]}
+    assert [step for m, step in pieces.metrics if "train/loss" in m] == [1, 2, 3]  # each epoch once
+
+
+def test_an_epoch_saved_but_not_reported_is_reported_once_on_resume(index, tmp_path):
+    spec = _spec(index.root.parent, workers=0)
+    first = Recorder()
+
+    def die_after_epoch_1(epoch, metrics):
+        first.metrics.clear()  # as if the process died between saving last.pt and reporting
+        raise Killed
+
+    with pytest.raises(Killed):
+        train(spec, index=index, reporter=first, out_dir=tmp_path, progress=False, on_validation=die_after_epoch_1)
+    train(spec, index=index, reporter=first, out_dir=tmp_path, progress=False, resume=True)
+    assert [step for m, step in first.metrics if "train/loss" in m] == [1, 2]
+
+
+def test_best_checkpoint_tracker_round_trips_and_stops_early():
+    best = BestCheckpoint(min_delta=0.01, patience=2, min_epochs=1)
+    assert best.update(1, 0.5, threshold=0.3, constrained=True)
+    assert not best.update(2, 0.505, threshold=0.4, constrained=True)  # within min_delta
+    copy = BestCheckpoint(min_delta=0.01, patience=2)
+    copy.load_state_dict(best.state_dict())
+    assert not copy.update(3, float("nan"), threshold=0.5, constrained=True)
+    assert copy.should_stop(3) and (copy.best_epoch, copy.threshold) == (1, 0.3)

@@ -44,6 +44,7 @@ def toy_trial(params: Mapping[str, object], reporter: TrialReporter) -> float:
     for epoch in range(3):
         value = math.nan if 0.85 <= x < 0.9 and epoch == 1 else score * (epoch + 1) / 3
         reporter.log_metrics({"val/score": value, "train/loss": 1.0 - value}, step=epoch)
+        reporter.report_objective(value, step=epoch)  # the trainer's validation hook
     if x >= 0.95:
         raise RuntimeError("toy training diverged")
     return math.nan if x >= 0.9 else score
@@ -282,7 +283,7 @@ def test_sweep_module_imports_neither_torch_nor_arflare() -> None:
     assert out.stdout.strip() == "[]"
 
 
-def test_a_step_reported_again_never_prunes():
+def test_logging_never_prunes_only_the_validation_hook_does():
     class Run:
         run_id = "r"
 
@@ -297,10 +298,12 @@ def test_a_step_reported_again_never_prunes():
             self.reports.append((value, step))
 
         def should_prune(self):
-            return len(self.reports) > 1  # would prune on a second report
+            return True
 
     trial = Trial()
     reporter = TrialReporter(run=Run(), trial=trial, objective="val/score")
-    reporter.log_metrics({"val/score": 0.5}, step=1)
-    reporter.log_metrics({"val/score": 0.7}, step=1)  # the final summary at the last epoch's step
+    reporter.log_metrics({"val/score": 0.5}, step=1)  # a logger records, never stops training
+    assert trial.reports == []
+    with pytest.raises(optuna.TrialPruned):
+        reporter.report_objective(0.5, step=1)
     assert trial.reports == [(0.5, 1)]

@@ -139,12 +139,12 @@ def test_child_run_links_to_parent_and_parent_is_ended_explicitly(tracker, clien
         tracker.set_terminated(open_run.info.run_id, "DONE")
 
 
-def test_find_finished_ignores_failed_runs(tracker):
+def test_find_latest_returns_the_newest_run_of_a_spec_with_its_status(tracker):
     # Depends on the runs above: hash-ok finished, hash-bad failed.
-    found = tracker.find_finished(spec_hash="hash-ok")
+    found = tracker.find_latest(spec_hash="hash-ok")
     assert found is not None and found.run_name == "cnn-0" and found.metrics["lr"] == 1e-3
-    assert tracker.find_finished(spec_hash="hash-bad") is None
-    assert tracker.find_finished(spec_hash="never-run") is None
+    assert found.status == "FINISHED" and tracker.find_latest(spec_hash="hash-bad").status == "FAILED"
+    assert tracker.find_latest(spec_hash="never-run") is None
 
 
 def test_search_and_count_by_experiment_tag(tracker):
@@ -178,7 +178,7 @@ def test_counting_a_missing_store_creates_nothing(tmp_path):
 
 def test_reading_a_missing_experiment_creates_nothing(tmp_path):
     fresh = Tracker(tracking_uri=f"sqlite:///{tmp_path / 'db' / 'mlflow.db'}", experiment="nope")
-    assert fresh.search() == [] and fresh.count_runs() == {} and fresh.find_finished(spec_hash="x") is None
+    assert fresh.search() == [] and fresh.count_runs() == {} and fresh.find_latest(spec_hash="x") is None
     assert MlflowClient(tracking_uri=fresh.tracking_uri).get_experiment_by_name("nope") is None
 
 
@@ -278,14 +278,18 @@ def test_experiment_creation_tolerates_a_racing_worker(tracker, monkeypatch):
     assert len(calls) == 2
     assert loser.search()[-1].run_id == run.run_id and len(loser.search()) == 2
 
+def test_a_silent_running_run_reads_stale_and_a_resumed_one_runs_again(tracker):
+    with tracker.start_run(run_name="alive", tags={TAG_SPEC_HASH: "hash-alive"}) as run:
+        assert tracker.get_run(run.run_id).status == "RUNNING"
+        silent = Tracker(tracking_uri=tracker.tracking_uri, experiment=tracker.experiment, stale_after_s=-1)
+        assert silent.get_run(run.run_id).status == "STALE"
+        assert count_runs(tracker.tracking_uri, experiment=tracker.experiment, stale_after_s=-1) == {}  # no experiment tag
+    with pytest.raises(KeyboardInterrupt):
+        with tracker.resume_run(run.run_id, tags={"resumed": "1"}):
+            assert tracker.get_run(run.run_id).status == "RUNNING"
+            raise KeyboardInterrupt
+    assert tracker.get_run(run.run_id).status == "KILLED"
+    with tracker.resume_run(run.run_id) as again:
+        again.log_metrics({"m": 1.0}, step=3)
+    assert tracker.get_run(run.run_id).status == "FINISHED" and tracker.metric_steps(run.run_id, "m") == {3}
 
-def test_runs_view_stores_metric_columns_on_the_experiment(tmp_path):
-    tracker = Tracker(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="fresh")
-    assert tracker.set_runs_view("k", metrics=["val/tss"], order_by="val/tss") is False  # creates nothing
-    with tracker.start_run(run_name="r", tags={}):
-        pass
-    assert tracker.set_runs_view("k", metrics=["val/tss", "test/auc"], order_by="val/tss", charts=["val/loss"]) is True
-    state = json.loads(tracker._client.get_experiment(tracker.experiment_id()).tags["mlflow.sharedViewState.k"])
-    assert state["selectedColumns"][:2] == ["metrics.`val/tss`", "metrics.`test/auc`"]
-    assert state["orderByKey"] == "metrics.`val/tss`" and state["orderByAsc"] is False
-    assert [c["metricKey"] for c in state["compareRunCharts"]] == ["val/loss"]

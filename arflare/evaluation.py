@@ -1,0 +1,140 @@
+"""Scoring a model, and the one place where a run's final results are reported.
+
+``evaluate`` is pure: the best checkpoint's weights in, scores out, nothing logged.
+``report`` is the single reporting step: metrics, ``metrics.json``, predictions and plots
+all leave the run from there (intervals and new figures are added there too). Science rules
+kept here: the threshold comes from validation only and is applied unchanged to test, which
+is scored exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from arflare import metrics as skill
+from arflare import record
+from arflare.losses import positive_probability
+from arflare.spec import RunSpec
+
+log = logging.getLogger("arflare.trainer")
+
+
+class Reporter(Protocol):
+    """Where a run's numbers and files go (a tracked MLflow run, a sweep trial, a test double)."""
+
+    def log_metrics(self, metrics: Mapping[str, float], *, step: int | None = None) -> None: ...
+    def log_artifact(self, local_path: Path, artifact_path: str | None = None) -> None: ...
+    def log_dict(self, obj: object, artifact_file: str) -> None: ...
+
+
+@dataclass
+class SplitScores:
+    """A model's scores on one split."""
+
+    labels: np.ndarray
+    scores: np.ndarray
+    loss: float
+    indices: np.ndarray  # dataset positions: a corrupt item is replaced by its neighbour, so never assume order
+
+
+@dataclass
+class Evaluation:
+    """The best checkpoint scored on val and test with val's threshold (what ``report`` writes)."""
+
+    splits: dict[str, SplitScores]
+    metrics: dict[str, float]  # best/val_<m> and test/<m>
+    threshold: float
+    threshold_meets_constraints: bool
+    best_epoch: int
+    epochs_run: int
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, loader, loss_fn: torch.nn.Module, device: torch.device) -> SplitScores:
+    """Score every sample of ``loader`` in order (fp32 logits, even under CUDA autocast)."""
+    model.eval()
+    labels, scores, indices, total = [], [], [], 0.0
+    for batch in loader:
+        inputs, target = to_device(batch, device)
+        logits = model(inputs)  # fp32 even on CUDA: bf16 logits would tie scores that rare-event metrics separate
+        total += loss_fn(logits.float(), target).item() * len(target)
+        labels.append(target.cpu().numpy())
+        scores.append(positive_probability(logits.float()).cpu().numpy())
+        indices.append(np.asarray(batch["index"]))
+    labels_arr = np.concatenate(labels).astype(int)
+    return SplitScores(labels=labels_arr, scores=np.concatenate(scores).astype(float),
+                       loss=total / max(len(labels_arr), 1), indices=np.concatenate(indices).astype(int))
+
+
+def to_device(batch: Mapping, device: torch.device) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """The model inputs and the float target of a batch, on ``device``."""
+    inputs = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k in ("image", "flow")}
+    return inputs, batch["label"].to(device, non_blocking=True).float()
+
+
+def choose_threshold(spec: RunSpec, split: SplitScores) -> tuple[float, bool]:
+    """The validation threshold, and whether it meets eval.min_recall / min_precision."""
+    try:
+        return skill.choose_threshold(split.labels, split.scores, metric=spec.eval.threshold_metric,
+                                      min_recall=spec.eval.min_recall, min_precision=spec.eval.min_precision), True
+    except ValueError as exc:  # constraint cannot be met on this epoch's scores: fall back, say so
+        log.warning("%s; using the unconstrained %s-optimal threshold this epoch", exc, spec.eval.threshold_metric)
+        return skill.choose_threshold(split.labels, split.scores, metric=spec.eval.threshold_metric), False
+
+
+def split_metrics(split: SplitScores, threshold: float) -> dict[str, float]:
+    """Loss plus every skill score of one split at ``threshold``."""
+    return {"loss": split.loss, **skill.evaluate(split.labels, split.scores, threshold=threshold)}
+
+
+def evaluate(model: torch.nn.Module, loaders: Mapping, loss_fn: torch.nn.Module, device: torch.device, *,
+             threshold: float, threshold_meets_constraints: bool, best_epoch: int, epochs_run: int,
+             history: dict[str, list[float]]) -> Evaluation:
+    """Score ``model`` (already holding the best weights) on val, then test once with val's ``threshold``."""
+    splits = {split: predict(model, loaders[split], loss_fn, device) for split in ("val", "test")}
+    metrics = {record.best_val_metric(name): value for name, value in split_metrics(splits["val"], threshold).items()}
+    metrics.update({f"test/{name}": value for name, value in split_metrics(splits["test"], threshold).items()})
+    return Evaluation(splits=splits, metrics=metrics, threshold=threshold,
+                      threshold_meets_constraints=threshold_meets_constraints, best_epoch=best_epoch,
+                      epochs_run=epochs_run, history=history)
+
+
+def report(evaluation: Evaluation, *, spec: RunSpec, datasets: Mapping, reporter: Reporter, out_dir: Path,
+           run_name: str = "") -> None:
+    """Send a finished run's results to ``reporter``: the one place final results are written.
+
+    Metrics ``best/val_<m>`` and ``test/<m>`` at step = best epoch (the per-epoch ``val/<m>``
+    histories are left alone), ``best_epoch`` and ``threshold``, then ``metrics.json``,
+    ``predictions/{val,test}.parquet`` and, with ``eval.plots``, the figures (captioned with ``run_name``).
+    """
+    from arflare.calibration import negative_keep_rate
+    from arflare.reports import write_plots, write_predictions
+
+    ev = evaluation
+    reporter.log_metrics(ev.metrics, step=ev.best_epoch)
+    reporter.log_metrics({"best_epoch": ev.best_epoch, "threshold": ev.threshold})
+    reporter.log_dict({"metrics": ev.metrics, "threshold": ev.threshold,
+                       "threshold_meets_constraints": ev.threshold_meets_constraints, "best_epoch": ev.best_epoch,
+                       "epochs_run": ev.epochs_run, "history": ev.history}, record.ARTIFACT_METRICS)
+    for split, scores in ev.splits.items():
+        path = write_predictions(datasets[split], scores.indices, scores.labels, scores.scores,
+                                 out_dir / record.PREDICTIONS / f"{split}.parquet")
+        reporter.log_artifact(path, record.PREDICTIONS)
+    if spec.eval.plots:
+        train_labels = np.asarray(datasets["train"].labels)
+        keep_rate = negative_keep_rate(spec.data.balance, spec.data.keep_negative_prob,
+                                       n_pos=int(train_labels.sum()), n_neg=int((train_labels == 0).sum()))
+        val, test = ev.splits["val"], ev.splits["test"]
+        for path in write_plots(out_dir / record.PLOTS, run_name=run_name, history=ev.history,
+                                best_epoch=ev.best_epoch, monitor=spec.eval.monitor, val=(val.labels, val.scores),
+                                test=(test.labels, test.scores), threshold=ev.threshold,
+                                min_flare_class=spec.data.min_flare_class, keep_rate=keep_rate):
+            reporter.log_artifact(path, record.PLOTS)

@@ -1,0 +1,99 @@
+"""What a tracked run records: every tag name, metric family and artifact path, in one place.
+
+Writers (the lifecycle, the trainer, sweeps, reports) and readers (compare, list, runs) take
+the names from here; nothing else spells them. The few tags the generic ``registry`` package
+writes itself (error, heartbeat, parent, sweep bookkeeping) are defined there, because
+``registry`` never imports ``arflare``, and re-exported here so this stays the one list.
+This module imports neither torch nor mlflow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from registry.tracking import (
+    TAG_BASE_HASH,
+    TAG_BEST_TRIAL,
+    TAG_DUPLICATE_OF,
+    TAG_ERROR,
+    TAG_HEARTBEAT,
+    TAG_PARENT,
+    TAG_STUDY,
+    TAG_TRIAL_NUMBER,
+    TAG_TRIAL_STATE,
+)
+
+__all__ = [
+    "ARTIFACT_BEST", "ARTIFACT_LAST", "ARTIFACT_LOG", "ARTIFACT_METRICS", "ARTIFACT_SPEC", "ARTIFACT_TRACEBACK",
+    "CHECKPOINTS", "KINDS", "PLOTS", "PREDICTIONS", "RUN_TAGS", "RunKind", "TAG_BASE_HASH", "TAG_BEST_TRIAL",
+    "TAG_CONFIG_HASH", "TAG_DATA_FINGERPRINT", "TAG_DESCRIPTION", "TAG_DUPLICATE_OF", "TAG_ERROR",
+    "TAG_EXPERIMENT", "TAG_GIT_COMMIT", "TAG_GIT_DIRTY", "TAG_GROUP", "TAG_HEARTBEAT", "TAG_KIND", "TAG_PARENT",
+    "TAG_PROFILE", "TAG_RESUMED", "TAG_SPEC_HASH", "TAG_STUDY", "TAG_TRIAL_NUMBER", "TAG_TRIAL_STATE",
+    "TAG_VERSION", "best_val_metric", "kind",
+]
+
+# --- tags set on every run by the lifecycle
+TAG_KIND = "arflare.kind"  # one of KINDS
+TAG_EXPERIMENT = "arflare.experiment"
+TAG_GROUP = "arflare.group"  # experiment[@profile]: what compare averages over seeds
+TAG_SPEC_HASH = "arflare.spec_hash"  # identity of a run (spec + data); drives skip and resume
+TAG_CONFIG_HASH = "arflare.config_hash"  # spec_hash without train.seed: runs that differ only by seed share it
+TAG_DATA_FINGERPRINT = "arflare.data_fingerprint"
+TAG_GIT_COMMIT = "arflare.git_commit"
+TAG_GIT_DIRTY = "arflare.git_dirty"
+TAG_PROFILE = "arflare.profile"
+TAG_DESCRIPTION = "arflare.description"
+TAG_VERSION = "arflare.version"  # importlib.metadata.version("arflare")
+TAG_RESUMED = "arflare.resumed"  # how many times the run was resumed after dying
+RUN_TAGS = (TAG_KIND, TAG_EXPERIMENT, TAG_GROUP, TAG_SPEC_HASH, TAG_CONFIG_HASH, TAG_DATA_FINGERPRINT,
+            TAG_GIT_COMMIT, TAG_GIT_DIRTY, TAG_PROFILE, TAG_DESCRIPTION, TAG_VERSION, TAG_HEARTBEAT)
+
+# --- artifact paths inside a run
+ARTIFACT_SPEC = "spec.yaml"
+ARTIFACT_METRICS = "metrics.json"
+ARTIFACT_LOG = "log.txt"
+ARTIFACT_TRACEBACK = "traceback.txt"  # written by registry.tracking when a run fails
+CHECKPOINTS = "checkpoints"
+ARTIFACT_BEST = f"{CHECKPOINTS}/best.pt"  # weights only (fp32, or fp16 with --checkpoint-fp16)
+ARTIFACT_LAST = f"{CHECKPOINTS}/last.pt"  # full training state; logged only with --log-last-checkpoint
+PREDICTIONS = "predictions"  # {val,test}.parquet
+PLOTS = "plots"
+
+
+def best_val_metric(name: str) -> str:
+    """The best checkpoint's validation score, logged once at the end: ``best/val_tss``.
+
+    The per-epoch history stays under ``val/<name>``; this name never collides with it.
+    """
+    return f"best/val_{name}"
+
+
+@dataclass(frozen=True)
+class RunKind:
+    """A kind of tracked run (the ``arflare.kind`` tag).
+
+    Attributes:
+        name: Tag value.
+        resumable: Whether ``arflare run`` may resume a dead run of this kind in place.
+        description: One line for ``arflare runs`` and the README.
+    """
+
+    name: str
+    resumable: bool
+    description: str
+
+
+# Adding a kind is one row here; the lifecycle reads nothing else about it.
+KINDS: dict[str, RunKind] = {kind.name: kind for kind in (
+    RunKind("train", resumable=True, description="arflare run: one training run of an experiment"),
+    RunKind("trial", resumable=False, description="arflare sweep: one Optuna trial, a child of the study's run"),
+    RunKind("sweep", resumable=False, description="arflare sweep: the parent run of one Optuna study"),
+)}
+
+
+def kind(name: str) -> RunKind:
+    """The run kind called ``name``; unknown names list the known ones."""
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise ValueError(f"unknown run kind {name!r}; known: {', '.join(KINDS)}") from None

@@ -1,0 +1,159 @@
+"""``arflare run``: expand, check, prepare data once, then skip, resume or start each run.
+
+For each planned run the newest tracked run of the same spec hash decides what happens:
+FINISHED -> skip (``--force`` trains again); KILLED or STALE -> resume it in place from its
+last completed epoch (``--restart`` starts a fresh run instead); RUNNING with a live
+heartbeat -> skip, it is training elsewhere (``--force`` starts another); FAILED -> a fresh
+run, never a silent resume (a NaN loss would come back). This is a training command: torch
+is imported at the top.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from arflare import record
+from arflare.checkpoints import LAST_FILE, CheckpointOptions
+from arflare.commands import headline, open_tracker
+from arflare.lifecycle import (
+    Identity,
+    RunPlan,
+    identify,
+    input_fingerprint,
+    local_folder,
+    open_run,
+    preflight,
+    prepare_data,
+)
+from arflare.trainer import train
+from registry.loader import Registry, Run
+from registry.tracking import STALE, RunRecord, Tracker
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How ``arflare run`` treats existing runs and checkpoints."""
+
+    force: bool = False
+    restart: bool = False
+    dry_run: bool = False
+    checkpoints: CheckpointOptions = CheckpointOptions()
+
+
+def run_experiments(registry: Registry, names: Sequence[str], *, profile: str | None, sets: Sequence[str],
+                    options: RunOptions = RunOptions()) -> int:
+    """Expand, prepare data, then skip, resume or train each run; exit code 1 if any run failed."""
+    plans = [run for name in names for run in registry.expand(name, profile=profile, sets=sets)]
+    for spec in {run.spec for run in plans}:
+        preflight(spec)
+    if options.dry_run:
+        return _dry_run(plans)
+    indexes = _prepare_all(plans)  # every data root is checked before the first run starts
+    tracker = open_tracker(registry)
+    failed = 0
+    for run in plans:
+        index = indexes[_data_key(run.spec)]
+        identity = identify(run.spec, index)
+        plan = RunPlan(kind="train", run_name=run.name, experiment=run.experiment, group=run.group, spec=run.spec,
+                       description=registry.experiments[run.experiment].description, profile=profile,
+                       registry_dir=registry.path.parent)
+        action, run_id = _decide(tracker, plan, identity, options)
+        if action != "skip":
+            failed += not _train_one(tracker, plan, identity, index, run_id if action == "resume" else None, options)
+    return 1 if failed else 0
+
+
+Action = Literal["skip", "new", "resume"]
+
+
+def _decide(tracker: Tracker, plan: RunPlan, identity: Identity, options: RunOptions) -> tuple[Action, str | None]:
+    """What to do with a planned run, given the newest tracked run of the same spec (see the module doc)."""
+    latest = tracker.find_latest(spec_hash=identity.spec_hash)
+    if latest is None:
+        return "new", None
+    name, rid = plan.run_name, latest.run_id
+    if latest.status == "FINISHED" and not options.force:
+        say(f"skip {name}: identical spec and data already FINISHED as run {rid} ({headline(latest.metrics)}); "
+            "use --force to run again")
+        return "skip", rid
+    if latest.status == "RUNNING" and not options.force:
+        say(f"skip {name}: an identical run {rid} is RUNNING (heartbeat {_age(latest)} ago); it is training "
+            "elsewhere. Use --force to start another, or arflare runs to see it")
+        return "skip", rid
+    if latest.status == "FAILED":
+        say(f"note {name}: the last identical run {rid} FAILED ({latest.tags.get(record.TAG_ERROR, 'see its traceback')}); "
+            "starting a fresh run, not resuming it")
+        return "new", None
+    if latest.status not in ("KILLED", STALE) or options.restart or options.force:
+        return "new", None
+    if not record.kind(latest.tags.get(record.TAG_KIND, "train")).resumable:
+        return "new", None
+    state = local_folder(tracker.tracking_uri, plan.registry_dir, rid) / record.CHECKPOINTS / LAST_FILE
+    epochs = len(tracker.metric_steps(rid, "train/loss"))
+    if not state.is_file() and epochs:
+        say(f"note {name}: run {rid} ({latest.status}) cannot be resumed here: its state {state} is missing; "
+            "starting a fresh run")
+        return "new", None
+    say(f"resume {name}: run {rid} was {latest.status} with {epochs} of {plan.spec.train.epochs} epochs logged; "
+        "continuing it in place after its last saved epoch (--restart starts a fresh run)")
+    return "resume", rid
+
+
+def _train_one(tracker: Tracker, plan: RunPlan, identity: Identity, index, resume_id: str | None,
+               options: RunOptions) -> bool:
+    say(f"run {plan.run_name}")
+    try:
+        with open_run(tracker, plan, identity, resume_run_id=resume_id) as tracked:
+            result = train(plan.spec, index=index, reporter=tracked.handle, out_dir=tracked.folder,
+                           resume=tracked.resumed, checkpoints=options.checkpoints, run_name=plan.run_name)
+    except KeyboardInterrupt:
+        say(f"run {plan.run_name} KILLED; its state is kept: arflare run {plan.experiment} resumes it")
+        raise
+    except Exception as exc:  # the tracker has marked the run FAILED and stored the traceback
+        say(f"run {plan.run_name} FAILED: {type(exc).__name__}: {exc}\n  traceback: artifact "
+            f"{record.ARTIFACT_TRACEBACK} of the run (arflare ui)")
+        return False
+    print(f"done {plan.run_name}: run {tracked.run_id}\n  {headline(result.metrics)}\n  threshold {result.threshold:.4f} "
+          f"(chosen on val), best epoch {result.best_epoch}/{result.epochs_run}\n"
+          "  look: arflare ui  |  arflare compare --metric tss")
+    return True
+
+
+def _age(run: RunRecord) -> str:
+    return "unknown" if run.heartbeat is None else f"{time.time() - run.heartbeat:.0f} s"
+
+
+def _data_key(spec) -> tuple:
+    return spec.data.root, spec.data.flow_input, spec.data.strict
+
+
+def _prepare_all(plans: Sequence[Run]) -> dict:
+    """One index per distinct data input, shared by the runs that read it."""
+    indexes = {}
+    for run in plans:
+        if _data_key(run.spec) not in indexes:
+            indexes[_data_key(run.spec)] = prepare_data(run.spec)
+    return indexes
+
+
+def _dry_run(plans: Sequence[Run]) -> int:
+    """List what would run; index existing data, but generate nothing."""
+    missing = [run for run in plans if run.spec.data.generate_if_missing and not run.spec.data.root.exists()]
+    indexes = _prepare_all([run for run in plans if run not in missing])
+    for run in plans:
+        if run in missing:
+            where = f"data {run.spec.data.root} (missing: would be generated)"
+        else:
+            index = indexes[_data_key(run.spec)]
+            where = f"spec {run.spec.spec_hash(input_fingerprint(run.spec, index))}  data {index.root} ({len(index.table)} samples)"
+        print(f"would run {run.name}  {where}")
+    return 0
+
+
+def say(message: str) -> None:
+    """A status line for the user (stderr: stdout stays for results)."""
+    print(message, file=sys.stderr, flush=True)
