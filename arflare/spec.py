@@ -253,7 +253,7 @@ class RunSpec(_Spec):
 
         Args:
             data_fingerprint: Identifies the inputs: the shard index's content fingerprint, plus
-                the pretrained weights' digest when there are any (see ``arflare.commands.input_fingerprint``).
+                the pretrained weights' digest when there are any (see ``arflare.lifecycle.input_fingerprint``).
         """
         dumped = self.model_dump(mode="json")
         for section, key in _NOT_HASHED:
