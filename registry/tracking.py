@@ -1,5 +1,8 @@
 """Every MLflow call of arflare: store location, run lifecycle, and read-back as plain records.
 
+Longer than the ~300-line guide because it is the one module allowed to call MLflow; what
+needs no MLflow (heartbeat, stale status, the run record) is in ``registry.liveness``.
+
 MLflow is imported lazily inside functions because ``import mlflow`` costs about a second,
 which `arflare --help` and `arflare list` should not pay. All calls go through an explicit
 ``MlflowClient`` and run ids, never the fluent active-run API, because runs nest and run in
@@ -16,18 +19,27 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from registry._common import flatten
+from registry.liveness import (
+    DEFAULT_STALE_AFTER_S,
+    HEARTBEAT_EVERY_S,
+    STALE,
+    TAG_HEARTBEAT,
+    RunRecord,
+    heartbeat,
+    heartbeat_now,
+    last_sign_of_life,
+    shown_status,
+)
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -40,7 +52,6 @@ TAG_EXPERIMENT = "arflare.experiment"
 TAG_SPEC_HASH = "arflare.spec_hash"
 TAG_GROUP = "arflare.group"
 TAG_ERROR = "arflare.error"
-TAG_HEARTBEAT = "arflare.heartbeat"  # UTC ISO time, refreshed while a run trains
 TAG_PARENT = "mlflow.parentRunId"
 TAG_STUDY = "arflare.study"  # on a sweep's parent run
 TAG_BASE_HASH = "arflare.base_hash"  # what a study searches around: base spec + data
@@ -56,9 +67,6 @@ MODEL_TRAINING_KIND = "custom_model_development"
 # A runs-table view stored on the experiment, opened by the URL query ?viewStateShareKey=<key>
 # (MLflow's "share view"): the only way to show metric columns without clicking in the UI.
 _SHARED_VIEW_TAG = "mlflow.sharedViewState."
-STALE = "STALE"  # a RUNNING run whose heartbeat is older than the stale limit (shown, never stored)
-DEFAULT_STALE_AFTER_S = 300.0  # ten missed heartbeats
-HEARTBEAT_EVERY_S = 30.0  # twice a minute: a live run is never silent for a whole minute
 
 # MLflow's own limits (mlflow.utils.validation), copied so that flattening needs no mlflow import.
 MAX_PARAM_VALUE_LENGTH = 6000
@@ -200,75 +208,6 @@ def _runs_in_sqlite(path: Path, experiment: str) -> list[tuple[str | None, str, 
         return connection.execute(query, (TAG_EXPERIMENT, TAG_HEARTBEAT, experiment)).fetchall()
     finally:
         connection.close()
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """A tracked run read back from the store, free of MLflow types.
-
-    ``status`` is MLflow's (FINISHED / FAILED / KILLED / RUNNING), except that a RUNNING run
-    whose heartbeat (or, without one, start) is older than the tracker's stale limit reads
-    ``STALE``: its process most likely died without a word (SIGKILL, node failure).
-    """
-
-    run_id: str
-    run_name: str
-    status: str  # FINISHED / FAILED / KILLED / RUNNING / STALE
-    start_time: int | None  # ms since epoch
-    end_time: int | None
-    tags: Mapping[str, str]
-    params: Mapping[str, str]
-    metrics: Mapping[str, float]  # latest value of each metric
-    artifact_uri: str
-    heartbeat: float | None = None  # seconds since epoch of the last sign of life, if any
-
-
-def heartbeat_now() -> str:
-    """The value of the heartbeat tag for this moment (UTC, ISO 8601, whole seconds)."""
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
-
-
-def last_sign_of_life(tags: Mapping[str, str], start_time_ms: int | None) -> float | None:
-    """Seconds since epoch of the run's heartbeat tag, or of its start when it has none."""
-    beat = tags.get(TAG_HEARTBEAT)
-    if beat:
-        try:
-            return datetime.fromisoformat(beat).timestamp()
-        except ValueError:
-            pass
-    return None if start_time_ms is None else start_time_ms / 1000
-
-
-@contextmanager
-def heartbeat(beat: Callable[[], None], *, every_s: float = HEARTBEAT_EVERY_S) -> Iterator[None]:
-    """Call ``beat`` every ``every_s`` seconds from a daemon thread while the block runs.
-
-    A failing beat (a busy store) is logged and skipped: it must never end a healthy run.
-    """
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.wait(every_s):
-            try:
-                beat()
-            except Exception:
-                log.warning("Could not refresh the heartbeat; trying again in %.0f s", every_s, exc_info=True)
-
-    thread = threading.Thread(target=loop, name="heartbeat", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-
-
-def shown_status(status: str, last_alive: float | None, *, stale_after_s: float, now: float | None = None) -> str:
-    """``STALE`` for a RUNNING run silent for more than ``stale_after_s`` seconds, else ``status``."""
-    now = time.time() if now is None else now
-    if status == "RUNNING" and last_alive is not None and now - last_alive > stale_after_s:
-        return STALE
-    return status
 
 
 def _record(run: Run, stale_after_s: float) -> RunRecord:

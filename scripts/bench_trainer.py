@@ -180,9 +180,10 @@ def main() -> None:
     parser.add_argument("--demo-steps", type=int,
                         help="steps of a demo epoch (default: counted from exp2_basic_aug --profile demo's data)")
     args = parser.parse_args()
-    ckpt = bench_checkpoint(args.demo_backbone, args.size, args.batch_size, 6, args.demo_steps or demo_steps())
+    steps = args.demo_steps or demo_steps()
+    ckpt = bench_checkpoint(args.demo_backbone, args.size, args.batch_size, 6, steps)
     print(f"demo settings ({args.demo_backbone}, {args.size} px, batch {args.batch_size}): "
-          f"{ckpt['step_s']:.3f} s per step x {args.demo_steps} steps = {ckpt['epoch_s']:.1f} s per epoch")
+          f"{ckpt['step_s']:.3f} s per step x {steps} steps = {ckpt['epoch_s']:.1f} s per epoch")
     print(f"  full-state last.pt ({ckpt['last.pt']:.0f} MiB): {ckpt['last_s']:.3f} s = "
           f"{100 * ckpt['last_s'] / ckpt['epoch_s']:.2f} % of an epoch")
     print(f"  weights-only best.pt ({ckpt['best.pt']:.0f} MiB, fp16 {ckpt['best.pt fp16']:.0f} MiB): "
