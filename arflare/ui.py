@@ -55,7 +55,10 @@ def default_view() -> dict:
     from arflare.metrics import headline_metrics
     from arflare.plots import CURVE_SKILLS
 
-    return {"metrics": ["val/tss", *(f"test/{m.name}" for m in headline_metrics())], "order_by": "val/tss",
+    from arflare.record import best_val_metric
+
+    best = best_val_metric("tss")  # the kept checkpoint's val TSS; val/tss is the per-epoch history
+    return {"metrics": [best, *(f"test/{m.name}" for m in headline_metrics())], "order_by": best,
             "charts": ["train/loss", "val/loss", *CURVE_SKILLS]}
 
 
