@@ -29,7 +29,7 @@ typical session:
   arflare list                              what is declared, how many runs each has
   arflare show exp2_basic_aug               the resolved spec, every default filled in
   arflare run exp2_basic_aug --profile smoke
-  arflare compare --metric tss              rank runs by test TSS, mean +- std per group
+  arflare compare --metric tss              rank configurations by val TSS, test TSS with 95% CI beside
   arflare ui                                browse runs, plots and predictions in MLflow
   arflare report exp2_basic_aug             one HTML page to share: table, curves, seed spread
 """
@@ -127,13 +127,29 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="silence after which a RUNNING run is stale (default $ARFLARE_STALE_AFTER or 300)")
     cmd.add_argument("--mark-stale-killed", action="store_true", help="mark every stale run KILLED (arflare run then resumes it)")
     cmd.add_argument("--limit", type=_positive_int, default=50, metavar="N", help="show the newest N runs (default 50)")
-    cmd = add("compare", _cmd_compare, "rank tracked runs by a skill score", "arflare compare --metric tss --split test --top 10")
+    cmd = add("compare", _cmd_compare, "rank configurations on val, with test scores and AR-bootstrap intervals",
+              "arflare compare --metric tss --top 10\n  arflare compare --paired exp1_basic_reg exp2_basic_aug")
     cmd.add_argument("--metric", default="tss", help=f"{'|'.join(compare_choices())} or any logged metric name; "
                      "case-insensitive (default tss)")
-    cmd.add_argument("--split", choices=("test", "val"), default="test", help="which split's metric (default test)")
+    cmd.add_argument("--split", choices=("val", "test"), default="val",
+                     help="split that ranks (default val: selecting on test makes the reported test score optimistic)")
     cmd.add_argument("--experiment", "-e", nargs="+", metavar="NAME", help="only these experiments")
-    cmd.add_argument("--top", type=_positive_int, metavar="N", help="only the best N runs")
-    cmd.add_argument("--format", choices=("table", "csv", "json", "markdown"), default="table")
+    cmd.add_argument("--top", type=_positive_int, metavar="N", help="only the best N configurations")
+    cmd.add_argument("--format", choices=("table", "csv", "json", "markdown", "latex"), default="table",
+                     help="table (fits 100 columns), csv/json (machine names), markdown, latex (booktabs)")
+    cmd.add_argument("--wide", action="store_true", help="table: every column, labels never shortened")
+    cmd.add_argument("--all", dest="show_all", action="store_true", help="also list runs that are not ranked (failed, killed, pruned)")
+    cmd.add_argument("--paired", nargs=2, metavar=("A", "B"),
+                     help="difference A - B on the same test set with a paired AR-bootstrap interval and p-value "
+                          "(run ids, or experiment names = their best run by the val metric)")
+    cmd.add_argument("--resamples", type=_positive_int, default=1000, metavar="N", help="--paired: bootstrap resamples (default 1000)")
+    cmd = add("diff", _cmd_diff, "why two runs differ: resolved-spec keys, data fingerprint, git commit, headline metrics",
+              "arflare diff exp1_basic_reg exp2_basic_aug\n  arflare diff 3f2a9c1b exp2_basic_aug --profile smoke")
+    cmd.add_argument("a", metavar="A", help="a run id (or its first 8+ characters) or an experiment name")
+    cmd.add_argument("b", metavar="B", help="the same for the other side")
+    cmd.add_argument("--profile", "-p", metavar="P",
+                     help="resolve experiment names from the registry with this profile instead of taking their best run")
+    cmd.add_argument("--metric", default="tss", help="val metric that picks an experiment's best run (default tss)")
     cmd = add("ui", _cmd_ui, "serve the MLflow UI of this store on 127.0.0.1 and open its runs table", "arflare ui --port 5000")
     cmd.add_argument("--port", type=int, default=5000)
     cmd.add_argument("--verbose", "-v", action="store_true", help="show the server's output, access logs included")
@@ -215,9 +231,23 @@ def _cmd_runs(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    from arflare.commands import compare
+    from arflare.comparing import compare, compare_paired
 
-    print(compare(_load(args), metric=args.metric, split=args.split, experiments=args.experiment, top=args.top, fmt=args.format))
+    if args.paired:
+        print(compare_paired(_load(args), *args.paired, metric=args.metric, fmt=args.format, resamples=args.resamples), end="")
+        return EXIT_OK
+    out, notes = compare(_load(args), metric=args.metric, split=args.split, experiments=args.experiment, top=args.top,
+                         fmt=args.format, wide=args.wide, show_all=args.show_all)
+    print(out, end="")
+    for line in notes:
+        print(line, file=sys.stderr)
+    return EXIT_OK
+
+
+def _cmd_diff(args) -> int:
+    from arflare.diffing import diff
+
+    print(diff(_load(args), args.a, args.b, profile=args.profile, metric=args.metric), end="")
     return EXIT_OK
 
 

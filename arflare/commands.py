@@ -91,33 +91,6 @@ def index_report(root: Path, *, flow_root: Path | None, fmt: str, strict: bool) 
     return format_report(index, fmt=fmt)
 
 
-def compare(registry: Registry, *, metric: str, split: str, experiments: Sequence[str] | None, top: int | None, fmt: str) -> str:
-    """Rank runs of the registry's project by ``metric`` on ``split``."""
-    from arflare.metrics import compare_metric_key
-    from registry.compare import MetricColumn, compare_runs, render
-
-    try:
-        key, higher = compare_metric_key(metric, split)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    key = _logged_key(key)
-    headline = _headline_columns()
-    columns = [MetricColumn(label, _logged_key(f"{split}/{name}")) for label, name in headline]
-    records = open_tracker(registry).search(experiments=experiments)
-    if not records:
-        scope = f" for {', '.join(experiments)}" if experiments else ""
-        return f"no runs yet{scope}; start one with: arflare run NAME"
-    label = next((column.label for column in columns if column.key == key), metric)
-    table = compare_runs(records, metric=MetricColumn(label, key), higher_is_better=higher, columns=columns, top=top)
-    return render(table, fmt)
-
-
-def _logged_key(key: str) -> str:
-    """Validation is ranked by the best checkpoint's score (``best/val_<m>``), not the last epoch's ``val/<m>``."""
-    split, _, name = key.partition("/")
-    return record.best_val_metric(name) if split == "val" else key
-
-
 def _headline_columns() -> list[tuple[str, str]]:
     """(column label, metric name) of the headline metrics, from the metric table."""
     from arflare.metrics import headline_metrics

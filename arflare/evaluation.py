@@ -116,6 +116,7 @@ def report(evaluation: Evaluation, *, spec: RunSpec, datasets: Mapping, reporter
     ``predictions/{val,test}.parquet`` and, with ``eval.plots``, the figures (captioned with ``run_name``).
     """
     from arflare.calibration import negative_keep_rate
+    from arflare.bootstrap import report_intervals
     from arflare.reports import write_plots, write_predictions
 
     ev = evaluation
@@ -124,10 +125,12 @@ def report(evaluation: Evaluation, *, spec: RunSpec, datasets: Mapping, reporter
     reporter.log_dict({"metrics": ev.metrics, "threshold": ev.threshold,
                        "threshold_meets_constraints": ev.threshold_meets_constraints, "best_epoch": ev.best_epoch,
                        "epochs_run": ev.epochs_run, "history": ev.history}, record.ARTIFACT_METRICS)
+    files = {}
     for split, scores in ev.splits.items():
-        path = write_predictions(datasets[split], scores.indices, scores.labels, scores.scores,
-                                 out_dir / record.PREDICTIONS / f"{split}.parquet")
-        reporter.log_artifact(path, record.PREDICTIONS)
+        files[split] = write_predictions(datasets[split], scores.indices, scores.labels, scores.scores,
+                                         out_dir / record.PREDICTIONS / f"{split}.parquet")
+        reporter.log_artifact(files[split], record.PREDICTIONS)
+    report_intervals(reporter, files, threshold=ev.threshold)  # {split}/{m}_lo|_hi and bootstrap.json
     if spec.eval.plots:
         train_labels = np.asarray(datasets["train"].labels)
         keep_rate = negative_keep_rate(spec.data.balance, spec.data.keep_negative_prob,

@@ -42,8 +42,8 @@ def write_report(registry, names: Sequence[str], *, out: Path, metric: str = "ts
         UsageError: an unknown experiment, an unknown metric, or no runs to report.
     """
     from arflare.commands import open_tracker
-    from arflare.metrics import compare_metric_key, headline_metrics
-    from registry.compare import MetricColumn, compare_runs
+    from arflare.comparing import build_comparison
+    from arflare.metrics import compare_metric_key
 
     unknown = [name for name in names if name not in registry.experiments]
     if unknown:
@@ -56,15 +56,12 @@ def write_report(registry, names: Sequence[str], *, out: Path, metric: str = "ts
     records = tracker.search(experiments=names)
     if not records:
         raise UsageError(f"no runs of {', '.join(names)} yet; start one with: arflare run {names[0]}")
-    headline = [(m.column, m.name) for m in headline_metrics()]
-    label = next((lab for lab, name in headline if f"{split}/{name}" == key), metric)
-    columns = [MetricColumn(lab, f"{split}/{name}") for lab, name in headline]
-    table = compare_runs(records, metric=MetricColumn(label, key), higher_is_better=higher, columns=columns)
-    by_id = {r.run_id: r for r in records}
+    comparison = build_comparison(records, metric=metric, split=split)
+    label = comparison.rank_by.label
     best = _best_per_group(records, key.split("/", 1)[1], higher)
     with tempfile.TemporaryDirectory(prefix="arflare-report-") as tmp:
         curves = [c for c in (_curve(tracker, r, Path(tmp)) for r in best.values()) if c is not None]
-    sections = [_table_html(table, by_id, [MetricColumn(label, key), *columns])]
+    sections = [_table_html(comparison)]
     sections += _figures_html(curves, records, key, label, best, higher)
     page = _page(names, sections, tracker.tracking_uri)
     out = Path(out)
@@ -104,35 +101,25 @@ def _curve(tracker, record, folder: Path) -> figures.Curve | None:
                          scores=frame["score"].to_numpy(float), threshold=float(threshold), keep_rate=keep)
 
 
-def _cell(record, key: str) -> str:
-    value = record.metrics.get(key)
-    if value is None or math.isnan(value):
-        return "n/a"
-    lo, hi = record.metrics.get(f"{key}_lo"), record.metrics.get(f"{key}_hi")
-    interval = f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else ""
-    return f"{value:.3f}{interval}"
+def _table_html(comparison) -> str:
+    """The compare table as ``arflare compare --wide`` shows it, as HTML."""
+    from registry._compare_render import footer_lines, text_table
 
-
-def _table_html(table: pd.DataFrame, by_id: dict, shown) -> str:
-    labels = {c.label: c.key for c in shown}
-    head = "".join(f"<th>{html.escape(str(col))}</th>" for col in table.columns)
+    header, cells, numeric = text_table(comparison, wide=True)
+    head = "".join(f"<th>{html.escape(col)}</th>" for col in header)
     rows = []
-    for row in table.to_dict("records"):
-        record = by_id.get(row["run_id"])
-        cells = []
-        for col, value in row.items():
-            if record is not None and col in labels:
-                cells.append(f'<td class="num">{html.escape(_cell(record, labels[col]))}</td>')
-            elif col == "run_id" and value:
-                cells.append(f"<td>{html.escape(str(value)[:8])}</td>")
-            else:
-                text = "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
-                cells.append(f"<td>{html.escape(text)}</td>")
-        rows.append(f'<tr class="{"run" if record else "group"}">{"".join(cells)}</tr>')
-    note = ("One row per run, best first, then one row per configuration (mean ± sample std over its runs). "
-            "Brackets are the interval logged with the metric, where there is one. The threshold of the "
-            "threshold metrics was chosen on validation; test was scored once, with the best checkpoint.")
-    return f'<h2>Compare</h2><p class="note">{note}</p><div class="wide"><table><tr>{head}</tr>{"".join(rows)}</table></div>'
+    for row, line in zip(comparison.rows, cells):
+        kind = "group" if row["kind"] in ("group", "study") else "run"
+        tds = "".join(f'<td class="num">{html.escape(c)}</td>' if num else f"<td>{html.escape(c)}</td>"
+                      for c, num in zip(line, numeric))
+        rows.append(f'<tr class="{kind}">{tds}</tr>')
+    note = ("One row per configuration (runs that differ only in their seed: mean ± sample std over them, then each "
+            "run); sweep trials one row each under their study. Brackets: 95 % AR cluster bootstrap interval. "
+            f"Ranked by {html.escape(comparison.rank_by.label)}; the threshold of the threshold metrics was chosen on "
+            "validation and test was scored once, with the best checkpoint.")
+    notes = "".join(f'<p class="note">{html.escape(line)}</p>' for line in footer_lines(comparison))
+    return (f'<h2>Compare</h2><p class="note">{note}</p><div class="wide"><table><tr>{head}</tr>{"".join(rows)}'
+            f"</table></div>{notes}")
 
 
 def _figures_html(curves, records, key: str, label: str, best: dict, higher: bool) -> list[str]:

@@ -61,6 +61,8 @@ def _auto_variants() -> str:
 # same shards in another checkout or on a cluster hash the same.
 _NOT_HASHED = {("data", "root"), ("data", "flow_root"), ("data", "generate_if_missing"), ("data", "num_workers"),
                ("data", "cache_dir"), ("train", "device"), ("eval", "plots")}
+# The same fields as dotted param keys: `arflare compare` never shows or groups by them.
+LOCATION_KEYS = frozenset(f"{section}.{key}" for section, key in _NOT_HASHED)
 
 
 class _Spec(BaseModel):

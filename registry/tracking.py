@@ -514,6 +514,7 @@ class Tracker:
         from mlflow.exceptions import MlflowException
 
         Path(dst).mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one small file: no bar on stderr
         try:
             return Path(self._client.download_artifacts(run_id, path, str(dst)))
         except (MlflowException, OSError):

@@ -89,10 +89,13 @@ def test_smoke_run_writes_params_metrics_tags_and_artifacts(ws, finished):
                  "threshold", "tpr_at_fpr_1e-4", "tpr_at_fpr_1e-3", "tpr_at_fpr_1e-2", "fpr_at_tpr_0.9"):
         assert f"test/{name}" in metrics, name
         assert f"val/{name}" in metrics, name
+    for split in ("val", "test"):  # AR-bootstrap intervals, logged at the end of every run
+        point = metrics["best/val_tss" if split == "val" else "test/tss"]  # the best checkpoint's score
+        assert metrics[f"{split}/tss_lo"] <= point <= metrics[f"{split}/tss_hi"]
     history = ws.client.get_metric_history(finished.info.run_id, "train/loss")
     assert [m.step for m in history] == [1]
     files = _artifacts(ws.client, finished.info.run_id)
-    for expected in ("spec.yaml", "metrics.json", "log.txt", "predictions/val.parquet", "predictions/test.parquet",
+    for expected in ("spec.yaml", "metrics.json", "bootstrap.json", "log.txt", "predictions/val.parquet", "predictions/test.parquet",
                      "checkpoints/best.pt", "plots/roc_test.png", "plots/pr_test.png",
                      "plots/confusion_test.png", "plots/reliability_test.png", "plots/training_curves.png"):
         assert expected in files, expected
@@ -176,15 +179,18 @@ def test_seed_experiments_run_end_to_end_in_smoke(ws, name):
     assert "test/tss" in run.data.metrics and "val/auc" in run.data.metrics
 
 
-def test_compare_ranks_and_keeps_failed_runs_last(ws, finished, capsys):
-    assert ws.arflare("compare", "--metric", "tss", "--format", "json") == 0
+def test_compare_ranks_finished_runs_on_val_and_lists_failed_runs_after_them(ws, finished, capsys):
+    assert ws.arflare("compare", "--metric", "tss", "--all", "--format", "json") == 0
     rows = json.loads(capsys.readouterr().out)
-    run_rows = [row for row in rows if not str(row.get("run_name", "")).startswith("(")]
-    statuses = [row["status"] for row in run_rows]
+    statuses = [row["status"] for row in rows if row["kind"] == "run"]
     assert "FAILED" in statuses and statuses[-1] == "FAILED"
-    ranked = [row["TSS"] for row in run_rows if row["status"] == "FINISHED"]
-    assert ranked == sorted(ranked, reverse=True) and [row["rank"] for row in run_rows[:2]] == [1, 2]
-    for fmt, marker in (("table", "TSS"), ("csv", ","), ("markdown", "|")):
+    ranked = [row for row in rows if row["rank"] is not None]
+    assert [row["rank"] for row in ranked] == list(range(1, len(ranked) + 1)) and ranked[0] == rows[0]
+    assert [row["val_tss"] for row in ranked] == sorted((row["val_tss"] for row in ranked), reverse=True)
+    finished_rows = [row for row in rows if row["kind"] == "run" and row["status"] == "FINISHED"]
+    assert all(row["test_tss_lo"] <= row["test_tss"] <= row["test_tss_hi"] for row in finished_rows
+               if row["test_tss_lo"] is not None)  # None: a resampled test set of one class only
+    for fmt, marker in (("table", "val TSS"), ("csv", ","), ("markdown", "|"), ("latex", r"\toprule")):
         assert ws.arflare("compare", "--format", fmt) == 0
         assert marker in capsys.readouterr().out
     assert ws.arflare("compare", "--metric", "nope") == 2

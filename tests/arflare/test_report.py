@@ -62,8 +62,8 @@ def test_report_is_one_self_contained_page(store, capsys):
     images = re.findall(r'src="data:image/svg\+xml;base64,([^"]+)"', page)
     assert len(images) == 5  # ROC, PR, reliability, TSS vs threshold, seed spread
     assert all(base64.b64decode(i).lstrip().startswith(b"<?xml") for i in images)
-    assert "exp5_atto_mixup/seed=1" in page and "(mean ± std over 3 runs)" in page
-    assert "0.500 [0.400, 0.600]" in page  # an interval logged as test/tss_lo/_hi is shown beside the value
+    assert "exp5_atto_mixup/seed=1" in page and "mean±std" in page and "0.420 ± 0.020" in page  # exp2's 3 seeds
+    assert "0.50 [0.40, 0.60]" in page  # an interval logged as test/tss_lo/_hi is shown beside the value
     assert "best on validation" in page and "600" not in page.split("flares / non-flares")[0][-5:]
     assert "corrected, q=0.3" in base64.b64decode(images[2]).decode()
 

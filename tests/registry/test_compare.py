@@ -2,129 +2,182 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 
-import pandas as pd
 import pytest
 
-from registry.compare import MetricColumn, compare_runs, render
+from registry._compare_render import render
+from registry.compare import Conventions, MetricColumn, compare_runs, short_value
 from registry.tracking import RunRecord
 
-TSS = MetricColumn("TSS", "test/tss")
-HSS = MetricColumn("HSS", "test/hss")
+VAL = MetricColumn("val_tss", "val TSS", "best/val_tss", fallback="val/tss")
+TEST = MetricColumn("test_tss", "test TSS", "test/tss", interval=("test/tss_lo", "test/tss_hi"))
+CONV = Conventions(ignore_params={"data.root"})
 
 
-def record(run_id: str, start: int, *, tss: float | None = None, hss: float | None = None, status: str = "FINISHED",
-           experiment: str = "cnn", group: str | None = None, **params: str) -> RunRecord:
-    metrics = {k: v for k, v in {"test/tss": tss, "test/hss": hss}.items() if v is not None}
-    tags = {"arflare.experiment": experiment} | ({"arflare.group": group} if group else {})
-    return RunRecord(run_id=run_id * 4, run_name=f"run-{run_id}", status=status, start_time=start, end_time=None,
-                     tags=tags, params={"model": "resnet18", **params}, metrics=metrics, artifact_uri="file:///x")
+def record(run_id: str, start: int, *, val: float | None = None, test: float | None = None, status: str = "FINISHED",
+           experiment: str = "exp", tags: dict | None = None, metrics: dict | None = None, **params: str) -> RunRecord:
+    values = {"best/val_tss": val, "test/tss": test, "test/tss_lo": None if test is None else test - 0.2,
+              "test/tss_hi": None if test is None else test + 0.1}
+    return RunRecord(run_id=run_id * 4, run_name=f"{experiment}/{run_id}", status=status, start_time=start, end_time=None,
+                     tags={"arflare.experiment": experiment, **(tags or {})},
+                     params={"model": "resnet", "data.root": f"/data/{run_id}", **params},
+                     metrics={k: v for k, v in {**values, **(metrics or {})}.items() if v is not None}, artifact_uri="x")
 
 
-@pytest.fixture
-def records() -> list[RunRecord]:
-    return [
-        record("aaaaaaaa", 1, tss=0.50, hss=0.30, lr="0.1"),
-        record("bbbbbbbb", 2, tss=0.70, hss=0.40, lr="0.01", group="g", seed="1"),
-        record("cccccccc", 3, status="FAILED", lr="0.001"),
-        record("dddddddd", 4, tss=0.50, hss=0.35, lr="0.01", group="g", seed="2"),
-        record("eeeeeeee", 5, tss=0.60, hss=float("nan"), lr="0.01", group="g", seed="3"),
-    ]
+def grid_records() -> list[RunRecord]:
+    """The README's example: seeds [0, 1] x grid train.lr [1e-4, 3e-4]; lr=1e-4 scores far better."""
+    return [record(f"r{seed}{i}aaaa", 10 * seed + i, val=v + 0.01 * seed, test=v - 0.1 + 0.02 * seed,
+                   **{"train.seed": str(seed), "train.lr": lr})
+            for seed in (0, 1) for i, (lr, v) in enumerate((("0.0001", 0.6), ("0.0003", 0.2)))]
 
 
-def run_rows(table: pd.DataFrame) -> pd.DataFrame:
-    return table[table["run_id"].notna()]
+def ranked(comparison):
+    return [row for row in comparison.rows if row["rank"] is not None]
 
 
-def test_ranks_best_first_ties_keep_start_order_and_lacking_runs_last(records):
-    table = run_rows(compare_runs(records, metric=TSS, columns=[HSS, TSS]))
-    assert [rid[:1] for rid in table["run_id"]] == ["b", "e", "a", "d", "c"]
-    assert list(table["rank"]) == [1, 2, 3, 4, None]
-    assert list(table.columns[:7]) == ["rank", "experiment", "run_id", "run_name", "TSS", "HSS", "status"]
-    failed = table.iloc[-1]
-    assert failed["status"] == "FAILED" and failed["TSS"] is None
+def test_the_readme_grid_gives_two_groups_named_by_their_lr():
+    comparison = compare_runs(grid_records(), rank_by=VAL, columns=[TEST], conventions=CONV)
+    heads = ranked(comparison)
+    assert [row["kind"] for row in heads] == ["group", "group"]
+    assert [row["group"] for row in heads] == ["exp [train.lr=1e-4]", "exp [train.lr=3e-4]"]
+    assert heads[0]["val_tss"] == pytest.approx(0.605) and heads[0]["val_tss_std"] == pytest.approx(0.00707, abs=1e-5)
+    assert [row["n_runs"] for row in heads] == [2, 2] and comparison.n_ranked == 2
+    members = [row for row in comparison.rows if row["rank"] is None]
+    assert [row["seed"] for row in members] == ["1", "0", "1", "0"]  # best first within a group
+    assert all(row["_member"] for row in members)
 
 
-def test_lower_is_better_and_top(records):
-    table = compare_runs(records, metric=TSS, higher_is_better=False, top=2)
-    assert [rid[:1] for rid in run_rows(table)["run_id"]] == ["a", "d"]
+def test_ranking_uses_the_rank_column_not_the_shown_test_column():
+    records = [record("aaaaaaaa", 1, val=0.7, test=0.1), record("bbbbbbbb", 2, val=0.5, test=0.9, model="other")]
+    comparison = compare_runs(records, rank_by=VAL, columns=[TEST], conventions=CONV)
+    assert [row["run_id"][:1] for row in ranked(comparison)] == ["a", "b"]
+    by_test = compare_runs(records, rank_by=TEST, columns=[VAL], conventions=CONV)
+    assert [row["run_id"][:1] for row in ranked(by_test)] == ["b", "a"]
 
 
-def test_top_counts_lacking_runs_in_rank_order(records):
-    table = run_rows(compare_runs(records[2:4], metric=TSS, top=5))
-    assert [rid[:1] for rid in table["run_id"]] == ["d", "c"]
+def test_sweep_trials_are_listed_under_their_study_and_never_averaged():
+    parent = record("pppppppp", 0, experiment="sweep", tags={"arflare.study": "sweep"})
+    trials = [record(f"t{n}tttttt", n + 1, val=v, test=v, experiment="sweep", **{"model.drop_rate": str(v)},
+                     tags={"mlflow.parentRunId": parent.run_id, "optuna.trial_number": str(n),
+                           "arflare.trial_state": state})
+              for n, (v, state) in enumerate(((0.3, "COMPLETE"), (0.5, "COMPLETE"), (0.9, "PRUNED")))]
+    twins = [record(f"u{n}uuuuuu", 10 + n, val=0.4, experiment="sweep", tags={"mlflow.parentRunId": parent.run_id,
+                    "optuna.trial_number": str(5 + n), "arflare.trial_state": "COMPLETE"}) for n in range(2)]
+    comparison = compare_runs([parent, *trials, *twins], rank_by=VAL, columns=[TEST], conventions=CONV)
+    kinds = [row["kind"] for row in comparison.rows]
+    assert kinds == ["study", "trial", "trial", "trial", "trial"]  # no group row, even for identical configs
+    assert "group" not in kinds and all(row["val_tss_std"] is None for row in comparison.rows)
+    assert [row["trial"] for row in comparison.rows[1:]] == ["1", "5", "6", "0"]
+    assert comparison.rows[0]["notes"] == "1 pruned" and comparison.hidden == {"PRUNED": 1}
+    assert comparison.n_ranked == 4 and comparison.n_trials == 4
 
 
-def test_only_differing_params_are_columns(records):
-    table = compare_runs(records, metric=TSS, ignore_params={"seed"})
-    assert "lr" in table.columns
-    assert "model" not in table.columns  # the same in every run
-    assert "seed" not in table.columns  # ignored by the caller
+def test_only_finished_runs_are_ranked_and_the_rest_are_counted_or_listed():
+    records = [record("aaaaaaaa", 1, val=0.3), record("bbbbbbbb", 2, val=0.9, status="FAILED"),
+               record("cccccccc", 3, val=0.8, status="KILLED"), record("dddddddd", 4, status="FINISHED")]
+    hidden = compare_runs(records, rank_by=VAL, conventions=CONV)
+    assert [row["run_id"][:1] for row in hidden.rows] == ["a"]
+    assert hidden.hidden == {"FAILED": 1, "KILLED": 1, "FINISHED without val TSS": 1}
+    shown = compare_runs(records, rank_by=VAL, conventions=CONV, show_all=True)
+    assert [(row["run_id"][:1], row["rank"], row["status"]) for row in shown.rows] == [
+        ("a", 1, "FINISHED"), ("b", None, "FAILED"), ("c", None, "KILLED"), ("d", None, "FINISHED")]
+    assert shown.hidden == {}
 
 
-def test_params_are_compared_among_listed_runs_only(records):
-    table = compare_runs(records[1:2] + records[3:4], metric=TSS, ignore_params={"seed"})
-    assert "lr" not in table.columns  # both listed runs used lr=0.01
+def test_a_failed_seed_does_not_enter_its_groups_mean():
+    records = [record("aaaaaaaa", 1, val=0.4, **{"train.seed": "0"}), record("bbbbbbbb", 2, val=0.6, **{"train.seed": "1"}),
+               record("cccccccc", 3, val=0.99, status="FAILED", **{"train.seed": "2"})]
+    head = compare_runs(records, rank_by=VAL, conventions=CONV).rows[0]
+    assert head["kind"] == "group" and head["n_runs"] == 2 and head["val_tss"] == pytest.approx(0.5)
 
 
-def test_group_row_holds_mean_and_std_over_runs_with_the_metric(records):
-    table = compare_runs(records, metric=TSS, columns=[HSS])
-    groups = table[table["run_id"].isna()]
-    assert len(groups) == 1
-    row = groups.iloc[0]
-    assert row["experiment"] == "g"
-    assert row["run_name"] == "(mean ± std over 3 runs)"
-    assert row["TSS"] == "0.6000 ± 0.1000"
-    assert row["HSS"] == "0.3750 ± 0.0354"  # nan HSS of run e is left out
-    assert row["lr"] == "0.01" and row["rank"] is None  # a param the group shares identifies it
+def test_config_hash_tag_wins_over_params_and_location_params_never_split_groups():
+    same = [record("aaaaaaaa", 1, val=0.4, **{"train.seed": "0"}), record("bbbbbbbb", 2, val=0.6, **{"train.seed": "1"})]
+    assert len(ranked(compare_runs(same, rank_by=VAL, conventions=CONV))) == 1  # data.root differs, ignored
+    tagged = [record("aaaaaaaa", 1, val=0.4, tags={"arflare.config_hash": "h1"}),
+              record("bbbbbbbb", 2, val=0.6, tags={"arflare.config_hash": "h2"})]
+    assert len(ranked(compare_runs(tagged, rank_by=VAL, conventions=CONV))) == 2
 
 
-def test_group_rows_summarise_all_runs_even_beyond_top(records):
-    table = compare_runs(records, metric=TSS, top=1)
-    assert len(run_rows(table)) == 1
-    assert table[table["run_id"].isna()].iloc[0]["TSS"] == "0.6000 ± 0.1000"
+def test_fallback_key_is_used_and_said():
+    old = record("aaaaaaaa", 1, metrics={"val/tss": 0.5})
+    comparison = compare_runs([old], rank_by=VAL, conventions=CONV)
+    assert comparison.rows[0]["val_tss"] == 0.5 and comparison.rows[0]["notes"] == "last-val"
+    assert "last-val" in comparison.notes
 
 
-def test_table_format_is_aligned_with_short_ids_and_four_decimals(records):
-    text = render(compare_runs(records, metric=TSS), "table")
+def test_not_measurable_values_are_na_and_notes_are_collected():
+    records = [record("aaaaaaaa", 1, val=0.5, test=0.4, tags={"dirty": "1"})]
+    comparison = compare_runs(records, rank_by=VAL, columns=[TEST], conventions=CONV,
+                              run_notes=lambda r: {"dirty": "tree was dirty"} if r.tags.get("dirty") else {},
+                              not_measurable=lambda r, c: "too few negatives" if c.name == "test_tss" else None)
+    row = comparison.rows[0]
+    assert row["test_tss"] is None and row["_na"] == {"test_tss"} and row["notes"] == "dirty"
+    text = render(comparison, "table")
+    assert "n/a" in text and "dirty: tree was dirty" in text
+
+
+def test_table_fits_100_columns_shows_intervals_and_split_headers():
+    records = [record(f"{c}" * 8, i, val=0.5 + i / 10, test=0.43, experiment="exp2_basic_aug_with_a_very_long_name_indeed",
+                      **{"train.lr": lr, "model.drop_path_rate": dp, "train.seed": "0"})
+               for i, (c, lr, dp) in enumerate((("a", "0.0001", "0.1"), ("b", "0.0003", "0.2")))]
+    comparison = compare_runs(records, rank_by=VAL, columns=[TEST], conventions=CONV)
+    text = render(comparison, "table", footer=[])
     lines = text.splitlines()
-    assert lines[0].split()[:5] == ["rank", "experiment", "run_id", "run_name", "TSS"]
-    assert set(lines[1]) == {"-", " "}
-    assert "bbbbbbbb " in lines[2] and "bbbbbbbbb" not in text
-    assert "0.7000" in lines[2]
-    assert lines[2].index("0.7000") + 6 == lines[3].index("0.6000") + 6  # right-aligned numbers
+    assert max(len(line) for line in lines) <= 100
+    assert "val TSS" in lines[0] and "test TSS [95% CI]" in lines[0]
+    assert "0.43 [0.23, 0.53]" in text and "…" in text
+    wide = render(comparison, "table", wide=True)
+    assert "exp2_basic_aug_with_a_very_long_name_indeed [model.drop_path_rate=0.1, train.lr=1e-4]" in wide
 
 
-def test_markdown_format_is_a_pipe_table(records):
-    lines = render(compare_runs(records, metric=TSS), "markdown").splitlines()
-    assert lines[0].startswith("| rank | experiment |")
-    assert lines[1].startswith("|---|")
-    assert all(line.startswith("|") and line.endswith("|") for line in lines)
-    assert len(lines) == 2 + 5 + 1
+def test_group_rows_show_mean_std_and_n():
+    text = render(compare_runs(grid_records(), rank_by=VAL, columns=[TEST], conventions=CONV), "table")
+    first = text.splitlines()[2]
+    assert "exp [train.lr=1e-4]" in first and "0.605 ± 0.007" in first and " 2 " in first
+    assert "  seed=1" in text.splitlines()[3]
 
 
-def test_csv_format_parses_back_with_full_ids(records):
-    table = compare_runs(records, metric=TSS)
-    parsed = pd.read_csv(io.StringIO(render(table, "csv")))
-    assert list(parsed.columns) == list(table.columns)
-    assert parsed["run_id"].iloc[0] == "bbbbbbbb" * 4
-    assert float(parsed["TSS"].iloc[0]) == pytest.approx(0.7)  # group rows make the column text
+def test_json_and_csv_rows_carry_machine_names():
+    comparison = compare_runs(grid_records(), rank_by=VAL, columns=[TEST], conventions=CONV)
+    rows = json.loads(render(comparison, "json"))
+    for key in ("val_tss", "test_tss", "test_tss_lo", "test_tss_hi", "group", "config_hash", "status", "n_runs"):
+        assert key in rows[0]
+    assert not any(key.startswith("_") for key in rows[0])
+    assert rows[1]["test_tss_lo"] == pytest.approx(rows[1]["test_tss"] - 0.2)
+    parsed = list(csv.DictReader(io.StringIO(render(comparison, "csv"))))
+    assert len(parsed) == len(rows) and parsed[0]["group"] == "exp [train.lr=1e-4]"
 
 
-def test_json_format_keeps_numbers_numeric(records):
-    rows = json.loads(render(compare_runs(records, metric=TSS), "json"))
-    assert rows[0]["run_id"] == "bbbbbbbb" * 4
-    assert rows[0]["rank"] == 1 and rows[0]["TSS"] == pytest.approx(0.7)
-    assert rows[4]["rank"] is None and rows[4]["TSS"] is None
+def test_markdown_and_latex():
+    comparison = compare_runs(grid_records(), rank_by=VAL, columns=[TEST], conventions=CONV)
+    lines = render(comparison, "markdown").splitlines()
+    assert lines[0].startswith("| # | configuration |") and lines[1].startswith("|---|")
+    latex = render(comparison, "latex")
+    assert r"\toprule" in latex and r"\bottomrule" in latex and r"exp [train.lr=1e-4]" in latex
+    assert r"$\pm$" in latex and "seed=" not in latex  # groups summarised, their runs not listed
 
 
-def test_unknown_format_lists_the_choices(records):
-    with pytest.raises(ValueError, match="available: table, csv, json, markdown"):
-        render(compare_runs(records, metric=TSS), "html")  # type: ignore[arg-type]
+def test_top_keeps_the_best_configurations():
+    comparison = compare_runs(grid_records(), rank_by=VAL, conventions=CONV, top=1)
+    assert len(ranked(comparison)) == 1 and len(comparison.rows) == 3
 
 
-def test_a_group_of_one_run_gets_no_summary_row():
-    table = compare_runs([record("aaaaaaaa", 1, tss=0.5, group="solo"), record("bbbbbbbb", 2, tss=0.6)], metric=TSS)
-    assert table["run_id"].notna().all() and len(table) == 2
+def test_unknown_format_lists_the_choices():
+    with pytest.raises(ValueError, match="available: table, csv, json, markdown, latex"):
+        render(compare_runs(grid_records(), rank_by=VAL, conventions=CONV), "html")
+
+
+@pytest.mark.parametrize(("text", "short"), [("0.0003", "3e-4"), ("0.0001", "1e-4"), ("0.05", "0.05"), ("64", "64"),
+                                             ("true", "true"), ("1.5e-05", "1.5e-5"), ("0.25", "0.25")])
+def test_short_value(text, short):
+    assert short_value(text) == short
+
+
+def test_a_sweep_parent_is_a_heading_even_before_its_first_trial():
+    parent = record("pppppppp", 0, experiment="sweep", tags={"arflare.study": "sweep"})
+    comparison = compare_runs([parent], rank_by=VAL, conventions=CONV)
+    assert comparison.rows == [] and not comparison.hidden
