@@ -73,7 +73,7 @@ def test_runs_marks_stale_runs_killed_and_list_shows_them(ws, capsys):
                                              record.TAG_HEARTBEAT: "2020-01-01T00:00:00+00:00"})
     assert ws.arflare("list") == 0
     assert "1 stale" in capsys.readouterr().out
-    assert ws.arflare("compare", "--format", "json") == 0
+    assert ws.arflare("compare", "--all", "--format", "json") == 0  # --all: unranked runs are listed, not only counted
     assert "STALE" in capsys.readouterr().out
     assert ws.arflare("runs", "--mark-stale-killed") == 0
     assert "marked 1 stale run(s) KILLED" in capsys.readouterr().out
