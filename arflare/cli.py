@@ -109,6 +109,13 @@ def _build_parser() -> argparse.ArgumentParser:
     add("list", _cmd_list, "list experiments: name, extends, description, runs so far", "arflare list")
     cmd = add("show", _cmd_show, "print an experiment's resolved spec as YAML", "arflare show exp2_basic_aug --profile smoke", (common, resolve))
     cmd.add_argument("name", metavar="NAME", help="an experiment from the registry")
+    cmd = add("mine", _cmd_mine, "score a split with a run's best checkpoint and record its false positives (hard negatives) as a tracked run",
+              "arflare mine exp1_basic_reg --split train --min-score 0.9", (common, resolve))
+    cmd.add_argument("source", metavar="SOURCE", help="a run id, or an experiment name (= its best FINISHED run of --profile by its val monitor)")
+    cmd.add_argument("--split", choices=("train", "val", "test"), default="train", help="split to score (default train)")
+    rule = cmd.add_mutually_exclusive_group()
+    rule.add_argument("--min-score", type=float, metavar="S", help="keep negatives scoring >= S (default: the source run's threshold)")
+    rule.add_argument("--top-fraction", type=float, metavar="F", help="keep the fraction F of negatives with the highest scores")
     cmd = add("validate", _cmd_validate, "check a registry file and report every problem at once", "arflare validate experiments.yaml")
     cmd.add_argument("path", nargs="?", metavar="FILE", help="file to validate (default: --file)")
     cmd = add("run", _cmd_run, "train and track one or more experiments (seeds x grid expand into runs)",
@@ -203,6 +210,13 @@ def _cmd_show(args) -> int:
 
     print(show_experiment(_load(args), args.name, profile=args.profile, sets=args.sets), end="")
     return EXIT_OK
+
+
+def _cmd_mine(args) -> int:
+    from arflare.mining import mine_command
+
+    return mine_command(_load(args), args.source, split=args.split, min_score=args.min_score,
+                        top_fraction=args.top_fraction, profile=args.profile, sets=args.sets)
 
 
 def _cmd_validate(args) -> int:

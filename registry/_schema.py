@@ -86,7 +86,7 @@ def _field_names(model: type[BaseModel], parts: list[str]) -> list[str]:
         if sub is None:
             return []
         model = sub
-    return list(model.model_fields)
+    return [info.alias or name for name, info in model.model_fields.items()]  # the key users write
 
 
 # ----------------------------------------------------------------------------- schema introspection

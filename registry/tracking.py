@@ -498,6 +498,49 @@ class Tracker:
         for start in range(0, len(entries), _PARAMS_PER_BATCH):
             self._client.log_batch(run_id, tags=entries[start : start + _PARAMS_PER_BATCH])
 
+    def fetch_artifact(self, run_id: str, artifact_path: str, dst_dir: Path) -> Path:
+        """Copy one artifact of a run into ``dst_dir`` and return its local path.
+
+        Raises:
+            FileNotFoundError: the run has no such artifact.
+        """
+        from mlflow.exceptions import MlflowException
+
+        Path(dst_dir).mkdir(parents=True, exist_ok=True)
+        try:
+            local = self._client.download_artifacts(run_id, artifact_path, str(dst_dir))
+        except (MlflowException, OSError) as exc:
+            raise FileNotFoundError(f"run {run_id} has no artifact {artifact_path!r} ({exc})") from None
+        return Path(local)
+
+    def log_dataset_input(self, run_id: str, *, name: str, digest: str, source_uri: str, context: str,
+                          profile: Mapping[str, object] | None = None) -> None:
+        """Record a data set the run produced or read as an MLflow dataset input (shown in the UI's Datasets).
+
+        Args:
+            run_id: The run.
+            name: Dataset name, e.g. ``hard_negatives``.
+            digest: Content digest computed by the caller (identical content, identical digest).
+            source_uri: Where the data lives, e.g. ``runs:/<id>/hard_negatives/table.parquet``.
+            context: The ``mlflow.data.context`` tag (``training``, ``mined``, ...).
+            profile: Small summary (row counts) stored with the dataset.
+        """
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(name=name, digest=digest, source_type="artifact", source=json.dumps({"uri": source_uri}),
+                          profile=json.dumps(dict(profile or {}), default=str))
+        self._client.log_inputs(run_id, [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])])
+
+    def dataset_inputs(self, run_id: str) -> list[dict[str, str]]:
+        """The dataset inputs of a run: ``name, digest, source, context`` each."""
+        run = self._client.get_run(run_id)
+        out = []
+        for item in run.inputs.dataset_inputs:
+            context = next((t.value for t in item.tags if t.key == "mlflow.data.context"), "")
+            out.append({"name": item.dataset.name, "digest": item.dataset.digest, "source": item.dataset.source,
+                        "context": context})
+        return out
+
     def log_params(self, run_id: str, params: Mapping[str, object]) -> None:
         """Log params (nested mappings flattened to dotted keys), 100 per MLflow call.
 

@@ -1,0 +1,165 @@
+"""``arflare mine``: score a split with a source run's best checkpoint and keep its false positives.
+
+A mine run is a tracked run (``arflare.kind=mine``) whose identity is (source run, split,
+rule, data fingerprint): the same request finds the FINISHED mine run and reuses its table
+instead of scoring again. It records the hard-negative table as an artifact
+(``hard_negatives/hard_negatives.parquet``) and as an MLflow dataset input with the table's
+content digest. Scoring is resumable by chunk: the chunks live under the index cache, keyed
+by the mine run's identity, and are removed once the table is recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from arflare import hardneg
+from arflare.errors import UsageError
+
+log = logging.getLogger("arflare.mining")
+KIND = "mine"
+TAG_SOURCE, TAG_SPLIT, TAG_RULE = "arflare.mine.source", "arflare.mine.split", "arflare.mine.rule"
+TABLE_ARTIFACT = f"hard_negatives/{hardneg.TABLE_FILE}"
+BEST_CHECKPOINT = "checkpoints/best.pt"
+
+
+@dataclass(frozen=True)
+class MineResult:
+    """A mine run's outcome: its id, the table, its digest, and whether an earlier run was reused."""
+
+    run_id: str
+    source_run: str
+    table: pd.DataFrame
+    digest: str
+    reused: bool
+
+
+def mine_key(source_run: str, split: str, rule: hardneg.MineRule, data_fingerprint: str) -> str:
+    """Identity of a mine run (its ``arflare.spec_hash`` tag): what its table depends on."""
+    payload = json.dumps({"source": source_run, "split": split, "rule": rule.text, "data": data_fingerprint})
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def mine(tracker, source, *, split: str = "train", rule: hardneg.MineRule = hardneg.MineRule(),
+         sets: Sequence[str] = (), profile: str | None = None, progress: bool = True) -> MineResult:
+    """Mine ``source``'s hard negatives on ``split``, or reuse the FINISHED mine run that did.
+
+    Args:
+        tracker: The project's ``registry.tracking.Tracker``.
+        source: The source's ``RunRecord`` (see :func:`arflare.source_runs.resolve_source`).
+        split: Which split to score (hard negatives for training come from ``train``).
+        rule: Which negatives count as hard; the default is the source run's threshold.
+        sets: ``key=value`` overrides of the source run's spec (e.g. ``data.root=/scratch/wds``).
+        profile: Recorded on the mine run (``arflare.profile``).
+        progress: Show progress bars.
+    """
+    from arflare.commands import prepare_data
+
+    with tempfile.TemporaryDirectory(prefix="arflare-mine-") as tmp:
+        checkpoint = tracker.fetch_artifact(source.run_id, BEST_CHECKPOINT, Path(tmp))
+        spec = _with_sets(_checkpoint_spec(checkpoint), sets)
+        index = prepare_data(spec, progress=progress)
+        key = mine_key(source.run_id, split, rule, index.fingerprint)
+        found = tracker.find_finished(spec_hash=key)
+        if found is not None:
+            table = hardneg.read_table(tracker.fetch_artifact(found.run_id, TABLE_ARTIFACT, Path(tmp)))
+            return MineResult(found.run_id, source.run_id, table, hardneg.table_digest(table), reused=True)
+        tags = {"arflare.kind": KIND, "arflare.experiment": source.tags.get("arflare.experiment", ""),
+                "arflare.spec_hash": key, "arflare.data_fingerprint": index.fingerprint,
+                "arflare.profile": profile or "", TAG_SOURCE: source.run_id, TAG_SPLIT: split, TAG_RULE: rule.text}
+        name = f"mine/{source.tags.get('arflare.experiment') or source.run_id[:8]}/{split}"
+        with tracker.start_run(run_name=name, tags=tags, params={"mine": {"source": source.run_id, "split": split,
+                                                                           "rule": rule.text}}) as handle:
+            table, metrics = _mine_body(spec, index, checkpoint, key, source.run_id, split, rule, progress=progress)
+            handle.log_metrics(metrics)
+            handle.log_artifact(hardneg.write_table(table, Path(tmp) / hardneg.TABLE_FILE), "hard_negatives")
+            digest = hardneg.table_digest(table)
+            tracker.log_dataset_input(handle.run_id, name=hardneg.DATASET_NAME, digest=digest,
+                                      source_uri=f"runs:/{handle.run_id}/{TABLE_ARTIFACT}", context="mined",
+                                      profile={"rows": len(table), **metrics})
+        _chunk_dir(key).exists() and shutil.rmtree(_chunk_dir(key), ignore_errors=True)
+    print(f"mined {len(table)} hard negatives ({rule.text if rule.text != 'threshold' else 'score>=threshold'}) "
+          f"from {int(metrics['mine/negatives'])} {split} negatives of run {source.run_id}: mine run {handle.run_id}",
+          file=sys.stderr)
+    return MineResult(handle.run_id, source.run_id, table, digest, reused=False)
+
+
+def _mine_body(spec, index, checkpoint: Path, key: str, source_run: str, split: str, rule: hardneg.MineRule, *,
+               progress: bool) -> tuple[pd.DataFrame, dict[str, float]]:
+    from arflare.builders import build_datasets
+    from arflare.scoring import load_checkpoint_model, score_dataset
+    from arflare.trainer import pick_device
+
+    device = pick_device(spec.train.device)
+    model, _, threshold = load_checkpoint_model(checkpoint, device)
+    dataset = build_datasets(spec, index)[split]
+    scored = score_dataset(model, dataset, device=device, batch_size=spec.train.batch_size * 2,
+                           chunk_dir=_chunk_dir(key), num_workers=spec.data.num_workers, progress=progress)
+    resolved = rule.resolved(threshold)
+    table = hardneg.select_hard_negatives(scored, resolved, source_run=source_run)
+    negatives = int((scored["label"] == 0).sum())
+    metrics = {"mine/scored": float(len(scored)), "mine/negatives": float(negatives), "mine/hard": float(len(table)),
+               "mine/hard_share": len(table) / max(negatives, 1), "mine/source_threshold": threshold,
+               "mine/min_score": float(table["score"].min()) if len(table) else float("nan")}
+    log.info("mined %d of %d %s negatives with %s", len(table), negatives, split, resolved.text)
+    return table, metrics
+
+
+def _checkpoint_spec(path: Path):
+    from arflare.scoring import load_checkpoint_spec
+
+    return load_checkpoint_spec(path)
+
+
+def _with_sets(spec, sets: Sequence[str]):
+    """The source spec with ``key=value`` overrides (values parsed as YAML, checked by the schema)."""
+    if not sets:
+        return spec
+    data = spec.model_dump(mode="json")
+    for item in sets:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set {item!r}: expected KEY=VALUE, e.g. --set data.root=/scratch/wds")
+        node, parts = data, key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise UsageError(f"--set {item!r}: {part!r} is not a section of the spec (arflare show NAME lists them)")
+            node = node[part]
+        node[parts[-1]] = yaml.safe_load(text)
+    return type(spec).model_validate(data)
+
+
+def _chunk_dir(key: str) -> Path:
+    base = os.environ.get("ARFLARE_CACHE") or Path.home() / ".cache" / "arflare"
+    return Path(base) / "mine" / key
+
+
+def mine_command(registry, source: str, *, split: str, min_score: float | None, top_fraction: float | None,
+                 profile: str | None, sets: Sequence[str]) -> int:
+    """``arflare mine``: resolve SOURCE, mine (or reuse), print where the table is."""
+    from arflare.commands import open_tracker
+    from arflare.source_runs import resolve_source
+
+    try:
+        rule = hardneg.MineRule(min_score=min_score, top_fraction=top_fraction)
+    except ValueError as exc:
+        raise UsageError(f"--min-score/--top-fraction: {exc}") from None
+    tracker = open_tracker(registry)
+    record = resolve_source(tracker, source, profile=profile, known=list(registry.experiments))
+    result = mine(tracker, record, split=split, rule=rule, sets=sets, profile=profile)
+    verb = "reused FINISHED mine run" if result.reused else "mine run"
+    print(f"{verb} {result.run_id}: {len(result.table)} hard negatives of {split} from source run {result.source_run} "
+          f"(digest {result.digest})\n  table: artifact {TABLE_ARTIFACT} of run {result.run_id}\n"
+          f"  train with them: data.hard_negatives.from: [{source}] in experiments.yaml")
+    return 0

@@ -1,0 +1,48 @@
+"""SOURCE resolution and the hard-negative spec section."""
+
+from __future__ import annotations
+
+import pytest
+
+from arflare.source_runs import SourceNotFound, resolve_source
+from registry.tracking import Tracker
+
+
+@pytest.fixture()
+def tracker(tmp_path):
+    return Tracker(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="p",
+                   artifact_location=(tmp_path / "artifacts").as_uri())
+
+
+def _run(tracker, experiment, metrics, *, monitor="tss", profile="", kind="train", fail=False):
+    tags = {"arflare.experiment": experiment, "arflare.profile": profile, "arflare.kind": kind}
+    try:
+        with tracker.start_run(run_name=experiment, tags=tags, params={"eval": {"monitor": monitor}}) as handle:
+            handle.log_metrics(metrics)
+            if fail:
+                raise RuntimeError("boom")
+    except RuntimeError:
+        pass
+    return handle.run_id
+
+
+def test_experiment_name_means_its_best_finished_training_run_of_the_profile(tracker):
+    _run(tracker, "exp1", {"val/tss": 0.4})
+    best = _run(tracker, "exp1", {"val/tss": 0.6})
+    _run(tracker, "exp1", {"val/tss": 0.9}, fail=True)  # failed: never a source
+    _run(tracker, "exp1", {"val/tss": 0.95}, profile="smoke")  # another profile
+    _run(tracker, "exp1", {"val/tss": 0.99}, kind="mine")  # not a training run
+    assert resolve_source(tracker, "exp1").run_id == best
+    assert resolve_source(tracker, best).run_id == best
+    loss_best = _run(tracker, "exp2", {"val/loss": 0.2}, monitor="loss")
+    _run(tracker, "exp2", {"val/loss": 0.5}, monitor="loss")
+    assert resolve_source(tracker, "exp2").run_id == loss_best  # loss is minimised
+
+
+def test_missing_source_says_which_command_creates_it(tracker):
+    with pytest.raises(SourceNotFound, match="create it with: arflare run exp1 --profile smoke"):
+        resolve_source(tracker, "exp1", profile="smoke")
+    with pytest.raises(SourceNotFound, match="did you mean 'exp1_basic_reg'"):
+        resolve_source(tracker, "exp1_basic", known=["exp1_basic_reg", "exp2_basic_aug"])
+    with pytest.raises(SourceNotFound, match="not in the store"):
+        resolve_source(tracker, "0" * 32)
