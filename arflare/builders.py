@@ -15,6 +15,7 @@ from arflare.data.augment import AugmentParams
 from arflare.data.datasets import FlareDataset
 from arflare.data.index import DataIndex
 from arflare.data.sampling import BalancedSampler
+from arflare.hardneg import hard_flags
 from arflare.losses import build_loss, build_mixup, num_outputs_for
 from arflare.models import build_model
 from arflare.spec import RunSpec
@@ -31,11 +32,16 @@ def build_datasets(spec: RunSpec, index: DataIndex) -> dict[str, FlareDataset]:
             for split in ("train", "val", "test")}
 
 
-def build_sampler(spec: RunSpec, dataset: FlareDataset) -> BalancedSampler:
-    """The training sampler: balancing as the spec says, seeded, reshuffled per epoch."""
+def build_sampler(spec: RunSpec, dataset: FlareDataset, hard_table=None) -> BalancedSampler:
+    """The training sampler: balancing as the spec says, seeded, reshuffled per epoch.
+
+    ``hard_table`` (an :mod:`arflare.hardneg` table) flags hard negatives, which are always kept
+    and drawn ``data.hard_negatives.weight`` times as often as an ordinary negative.
+    """
     keys = list(dataset.frame_table["key"])
+    hard = None if hard_table is None else hard_flags(keys, dataset.labels, hard_table)
     return BalancedSampler(dataset.labels, mode=spec.data.balance, keep_negative_prob=spec.data.keep_negative_prob,
-                           seed=spec.train.seed, keys=keys)
+                           seed=spec.train.seed, keys=keys, hard=hard, hard_weight=spec.data.hard_negatives.weight)
 
 
 def build_model_from_spec(spec: RunSpec) -> torch.nn.Module:
@@ -95,10 +101,10 @@ class Components:
     steps_per_epoch: int
 
 
-def build_components(spec: RunSpec, index: DataIndex, device: torch.device) -> Components:
+def build_components(spec: RunSpec, index: DataIndex, device: torch.device, *, hard_table=None) -> Components:
     """Model, datasets, loaders, loss, optimizer, scheduler and Mixup for ``spec``, placed on ``device``."""
     datasets = build_datasets(spec, index)
-    loaders, generators = build_loaders(spec, datasets, pin_memory=device.type == "cuda")
+    loaders, generators = build_loaders(spec, datasets, pin_memory=device.type == "cuda", hard_table=hard_table)
     model = build_model_from_spec(spec).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -115,7 +121,7 @@ def build_components(spec: RunSpec, index: DataIndex, device: torch.device) -> C
                       mixup=build_mixup_from_spec(spec), steps_per_epoch=steps)
 
 
-def build_loaders(spec: RunSpec, datasets: dict[str, FlareDataset], *, pin_memory: bool
+def build_loaders(spec: RunSpec, datasets: dict[str, FlareDataset], *, pin_memory: bool, hard_table=None
                   ) -> tuple[dict[str, DataLoader], dict[str, torch.Generator]]:
     """The three loaders (train sampled and balanced, val/test in order) and their generators."""
     common = {"num_workers": spec.data.num_workers, "pin_memory": pin_memory,
@@ -123,7 +129,7 @@ def build_loaders(spec: RunSpec, datasets: dict[str, FlareDataset], *, pin_memor
     # Each loader draws its worker seeds from its own generator, not torch's global one, so the
     # dropout/drop-path masks (global RNG) are the same whatever data.num_workers is.
     generators = {split: torch.Generator().manual_seed(spec.train.seed) for split in ("train", "val", "test")}
-    sampler = build_sampler(spec, datasets["train"])
+    sampler = build_sampler(spec, datasets["train"], hard_table)
     loaders = {"train": DataLoader(datasets["train"], batch_size=spec.train.batch_size, sampler=sampler,
                                    generator=generators["train"],
                                    drop_last=spec.train.mixup.enabled or len(sampler) > spec.train.batch_size, **common)}

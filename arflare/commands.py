@@ -79,6 +79,11 @@ def show_experiment(registry: Registry, name: str, *, profile: str | None, sets:
         header.append(f"# extends: {' -> '.join(registry.lineage(name)[1:])}")
     if len(runs) > 1:
         header.append(f"# expands to {len(runs)} runs: " + ", ".join(run.name for run in runs))
+    if runs and runs[0].spec.data.hard_negatives.enabled:
+        from arflare.lineage import describe_sources
+
+        lines = describe_sources(open_tracker(registry), runs[0].spec, profile=profile, known=list(registry.experiments))
+        header += ["# hard negatives from:"] + [f"#   {line}" for line in lines]
     return "\n".join(header) + "\n" + yaml.safe_dump(resolved, sort_keys=False)
 
 

@@ -129,9 +129,12 @@ def input_fingerprint(spec: RunSpec, index) -> str:
     return f"{index.fingerprint}+weights:{digest.hexdigest()[:16]}"
 
 
-def identify(spec: RunSpec, index) -> Identity:
-    """The run's identity: data fingerprint, spec hash and config hash (the spec hash with seed 0)."""
-    inputs = input_fingerprint(spec, index)
+def identify(spec: RunSpec, index, *, extra: str = "") -> Identity:
+    """The run's identity: data fingerprint, spec hash and config hash (the spec hash with seed 0).
+
+    ``extra`` names further inputs by content (the hard negatives' source runs and table digest).
+    """
+    inputs = input_fingerprint(spec, index) + (f"+{extra}" if extra else "")
     unseeded = spec.model_copy(update={"train": spec.train.model_copy(update={"seed": 0})})
     return Identity(data_fingerprint=index.fingerprint, spec_hash=spec.spec_hash(inputs),
                     config_hash=unseeded.spec_hash(inputs))

@@ -24,14 +24,14 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from arflare import hardneg
+from arflare import hardneg, record
 from arflare.errors import UsageError
 
 log = logging.getLogger("arflare.mining")
-KIND = "mine"
-TAG_SOURCE, TAG_SPLIT, TAG_RULE = "arflare.mine.source", "arflare.mine.split", "arflare.mine.rule"
-TABLE_ARTIFACT = f"hard_negatives/{hardneg.TABLE_FILE}"
-BEST_CHECKPOINT = "checkpoints/best.pt"
+KIND = "mine"  # a row of arflare.record.KINDS
+TAG_SOURCE, TAG_SPLIT, TAG_RULE = record.TAG_MINE_SOURCE, record.TAG_MINE_SPLIT, record.TAG_MINE_RULE
+TABLE_DIR = record.HARD_NEGATIVES
+TABLE_ARTIFACT = f"{TABLE_DIR}/{hardneg.TABLE_FILE}"
 
 
 @dataclass(frozen=True)
@@ -51,44 +51,50 @@ def mine_key(source_run: str, split: str, rule: hardneg.MineRule, data_fingerpri
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def mine(tracker, source, *, split: str = "train", rule: hardneg.MineRule = hardneg.MineRule(),
+def mine(tracker, source, *, registry_dir: Path, split: str = "train", rule: hardneg.MineRule = hardneg.MineRule(),
          sets: Sequence[str] = (), profile: str | None = None, progress: bool = True) -> MineResult:
     """Mine ``source``'s hard negatives on ``split``, or reuse the FINISHED mine run that did.
+
+    The run goes through the lifecycle like every tracked run (kind ``mine``: tags, the
+    scoring spec as params and ``spec.yaml``, ``log.txt``, heartbeat, final status).
 
     Args:
         tracker: The project's ``registry.tracking.Tracker``.
         source: The source's ``RunRecord`` (see :func:`arflare.source_runs.resolve_source`).
+        registry_dir: Folder of ``experiments.yaml`` (git state, local folders).
         split: Which split to score (hard negatives for training come from ``train``).
         rule: Which negatives count as hard; the default is the source run's threshold.
         sets: ``key=value`` overrides of the source run's spec (e.g. ``data.root=/scratch/wds``).
         profile: Recorded on the mine run (``arflare.profile``).
         progress: Show progress bars.
     """
-    from arflare.commands import prepare_data
+    from arflare.lifecycle import Identity, RunPlan, open_run, prepare_data
 
     with tempfile.TemporaryDirectory(prefix="arflare-mine-") as tmp:
-        checkpoint = tracker.fetch_artifact(source.run_id, BEST_CHECKPOINT, Path(tmp))
+        checkpoint = tracker.fetch_artifact(source.run_id, record.ARTIFACT_BEST, Path(tmp))
         spec = _with_sets(_checkpoint_spec(checkpoint), sets)
         index = prepare_data(spec, progress=progress)
         key = mine_key(source.run_id, split, rule, index.fingerprint)
-        found = tracker.find_finished(spec_hash=key)
-        if found is not None:
+        found = tracker.find_latest(spec_hash=key)
+        if found is not None and found.status == "FINISHED":
             table = hardneg.read_table(tracker.fetch_artifact(found.run_id, TABLE_ARTIFACT, Path(tmp)))
             return MineResult(found.run_id, source.run_id, table, hardneg.table_digest(table), reused=True)
-        tags = {"arflare.kind": KIND, "arflare.experiment": source.tags.get("arflare.experiment", ""),
-                "arflare.spec_hash": key, "arflare.data_fingerprint": index.fingerprint,
-                "arflare.profile": profile or "", TAG_SOURCE: source.run_id, TAG_SPLIT: split, TAG_RULE: rule.text}
-        name = f"mine/{source.tags.get('arflare.experiment') or source.run_id[:8]}/{split}"
-        with tracker.start_run(run_name=name, tags=tags, params={"mine": {"source": source.run_id, "split": split,
-                                                                           "rule": rule.text}}) as handle:
+        experiment = source.tags.get(record.TAG_EXPERIMENT, "")
+        plan = RunPlan(kind=KIND, run_name=f"mine/{experiment or source.run_id[:8]}/{split}", experiment=experiment,
+                       group=f"mine:{experiment}", spec=spec, profile=profile, registry_dir=Path(registry_dir),
+                       description=f"hard negatives of run {source.run_id} on {split} ({rule.text})")
+        identity = Identity(data_fingerprint=index.fingerprint, spec_hash=key, config_hash=key)
+        with open_run(tracker, plan, identity) as tracked:
+            handle = tracked.handle
+            handle.set_tags({TAG_SOURCE: source.run_id, TAG_SPLIT: split, TAG_RULE: rule.text})
             table, metrics = _mine_body(spec, index, checkpoint, key, source.run_id, split, rule, progress=progress)
             handle.log_metrics(metrics)
-            handle.log_artifact(hardneg.write_table(table, Path(tmp) / hardneg.TABLE_FILE), "hard_negatives")
+            handle.log_artifact(hardneg.write_table(table, Path(tmp) / hardneg.TABLE_FILE), TABLE_DIR)
             digest = hardneg.table_digest(table)
             tracker.log_dataset_input(handle.run_id, name=hardneg.DATASET_NAME, digest=digest,
                                       source_uri=f"runs:/{handle.run_id}/{TABLE_ARTIFACT}", context="mined",
                                       profile={"rows": len(table), **metrics})
-        _chunk_dir(key).exists() and shutil.rmtree(_chunk_dir(key), ignore_errors=True)
+        shutil.rmtree(_chunk_dir(key), ignore_errors=True)
     print(f"mined {len(table)} hard negatives ({rule.text if rule.text != 'threshold' else 'score>=threshold'}) "
           f"from {int(metrics['mine/negatives'])} {split} negatives of run {source.run_id}: mine run {handle.run_id}",
           file=sys.stderr)
@@ -156,8 +162,8 @@ def mine_command(registry, source: str, *, split: str, min_score: float | None, 
     except ValueError as exc:
         raise UsageError(f"--min-score/--top-fraction: {exc}") from None
     tracker = open_tracker(registry)
-    record = resolve_source(tracker, source, profile=profile, known=list(registry.experiments))
-    result = mine(tracker, record, split=split, rule=rule, sets=sets, profile=profile)
+    found = resolve_source(tracker, source, profile=profile, known=list(registry.experiments))
+    result = mine(tracker, found, registry_dir=registry.path.parent, split=split, rule=rule, sets=sets, profile=profile)
     verb = "reused FINISHED mine run" if result.reused else "mine run"
     print(f"{verb} {result.run_id}: {len(result.table)} hard negatives of {split} from source run {result.source_run} "
           f"(digest {result.digest})\n  table: artifact {TABLE_ARTIFACT} of run {result.run_id}\n"

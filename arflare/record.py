@@ -27,7 +27,8 @@ __all__ = [
     "ARTIFACT_BEST", "ARTIFACT_LAST", "ARTIFACT_LOG", "ARTIFACT_METRICS", "ARTIFACT_SPEC", "ARTIFACT_TRACEBACK",
     "CHECKPOINTS", "KINDS", "PLOTS", "PREDICTIONS", "RUN_TAGS", "RunKind", "TAG_BASE_HASH", "TAG_BEST_TRIAL",
     "TAG_CONFIG_HASH", "TAG_DATA_FINGERPRINT", "TAG_DESCRIPTION", "TAG_DUPLICATE_OF", "TAG_ERROR",
-    "TAG_EXPERIMENT", "TAG_GIT_COMMIT", "TAG_GIT_DIRTY", "TAG_GROUP", "TAG_HEARTBEAT", "TAG_KIND", "TAG_PARENT",
+    "TAG_EXPERIMENT", "TAG_GIT_COMMIT", "TAG_LINEAGE", "TAG_MINE_RULE", "TAG_MINE_SOURCE", "TAG_MINE_SPLIT",
+    "HARD_NEGATIVES", "TAG_GIT_DIRTY", "TAG_GROUP", "TAG_HEARTBEAT", "TAG_KIND", "TAG_PARENT",
     "TAG_PROFILE", "TAG_RESUMED", "TAG_SPEC_HASH", "TAG_STUDY", "TAG_TRIAL_NUMBER", "TAG_TRIAL_STATE",
     "TAG_VERSION", "best_val_metric", "kind",
 ]
@@ -48,6 +49,12 @@ TAG_RESUMED = "arflare.resumed"  # how many times the run was resumed after dyin
 RUN_TAGS = (TAG_KIND, TAG_EXPERIMENT, TAG_GROUP, TAG_SPEC_HASH, TAG_CONFIG_HASH, TAG_DATA_FINGERPRINT,
             TAG_GIT_COMMIT, TAG_GIT_DIRTY, TAG_PROFILE, TAG_DESCRIPTION, TAG_VERSION, TAG_HEARTBEAT)
 
+# --- hard-negative mining (arflare mine) and the lineage of runs trained on its tables
+TAG_MINE_SOURCE = "arflare.mine.source"  # the run whose best checkpoint scored the split
+TAG_MINE_SPLIT = "arflare.mine.split"
+TAG_MINE_RULE = "arflare.mine.rule"  # score>=S, top=F, or threshold (the source run's own)
+TAG_LINEAGE = "arflare.lineage"  # JSON: hard-negative sources (name -> run), mine runs, table digest
+
 # --- artifact paths inside a run
 ARTIFACT_SPEC = "spec.yaml"
 ARTIFACT_METRICS = "metrics.json"
@@ -58,6 +65,7 @@ ARTIFACT_BEST = f"{CHECKPOINTS}/best.pt"  # weights only (fp32, or fp16 with --c
 ARTIFACT_LAST = f"{CHECKPOINTS}/last.pt"  # full training state; logged only with --log-last-checkpoint
 PREDICTIONS = "predictions"  # {val,test}.parquet
 PLOTS = "plots"
+HARD_NEGATIVES = "hard_negatives"  # a mine run's hard_negatives.parquet
 
 
 def best_val_metric(name: str) -> str:
@@ -88,6 +96,7 @@ KINDS: dict[str, RunKind] = {kind.name: kind for kind in (
     RunKind("train", resumable=True, description="arflare run: one training run of an experiment"),
     RunKind("trial", resumable=False, description="arflare sweep: one Optuna trial, a child of the study's run"),
     RunKind("sweep", resumable=False, description="arflare sweep: the parent run of one Optuna study"),
+    RunKind("mine", resumable=False, description="arflare mine: a source run's hard negatives on one split (reused, not recomputed)"),
 )}
 
 

@@ -29,6 +29,7 @@ from arflare.lifecycle import (
     preflight,
     prepare_data,
 )
+from arflare.lineage import check_sources, resolve_hard_negatives
 from arflare.trainer import train
 from registry.loader import Registry, Run
 from registry.tracking import STALE, RunRecord, Tracker
@@ -50,6 +51,7 @@ def run_experiments(registry: Registry, names: Sequence[str], *, profile: str | 
     plans = [run for name in names for run in registry.expand(name, profile=profile, sets=sets)]
     for spec in {run.spec for run in plans}:
         preflight(spec)
+    check_sources(registry, plans, profile=profile)  # a missing source fails here with the command that creates it
     if options.dry_run:
         return _dry_run(plans)
     indexes = _prepare_all(plans)  # every data root is checked before the first run starts
@@ -57,13 +59,16 @@ def run_experiments(registry: Registry, names: Sequence[str], *, profile: str | 
     failed = 0
     for run in plans:
         index = indexes[_data_key(run.spec)]
-        identity = identify(run.spec, index)
+        hard = resolve_hard_negatives(tracker, run.spec, registry_dir=registry.path.parent, profile=profile,
+                                      known=list(registry.experiments))
+        identity = identify(run.spec, index, extra=hard.fingerprint if hard else "")
         plan = RunPlan(kind="train", run_name=run.name, experiment=run.experiment, group=run.group, spec=run.spec,
                        description=registry.experiments[run.experiment].description, profile=profile,
                        registry_dir=registry.path.parent)
         action, run_id = _decide(tracker, plan, identity, options)
         if action != "skip":
-            failed += not _train_one(tracker, plan, identity, index, run_id if action == "resume" else None, options)
+            failed += not _train_one(tracker, plan, identity, index, run_id if action == "resume" else None, options,
+                                     hard=hard)
     return 1 if failed else 0
 
 
@@ -104,12 +109,16 @@ def _decide(tracker: Tracker, plan: RunPlan, identity: Identity, options: RunOpt
 
 
 def _train_one(tracker: Tracker, plan: RunPlan, identity: Identity, index, resume_id: str | None,
-               options: RunOptions) -> bool:
+               options: RunOptions, *, hard=None) -> bool:
     say(f"run {plan.run_name}")
     try:
         with open_run(tracker, plan, identity, resume_run_id=resume_id) as tracked:
+            if hard is not None:
+                tracked.handle.set_tags(hard.tags)
+                if not tracked.resumed:
+                    tracked.handle.log_params(hard.params)
             result = train(plan.spec, index=index, reporter=tracked.handle, out_dir=tracked.folder,
-                           resume=tracked.resumed, checkpoints=options.checkpoints, run_name=plan.run_name)
+                           resume=tracked.resumed, checkpoints=options.checkpoints, run_name=plan.run_name, hard=hard)
     except KeyboardInterrupt:
         say(f"run {plan.run_name} KILLED; its state is kept: arflare run {plan.experiment} resumes it")
         raise

@@ -13,10 +13,10 @@ import math
 import re
 from collections.abc import Sequence
 
+from arflare import record
 from arflare.errors import UsageError
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
-_TAG_KIND, _TAG_EXPERIMENT, _TAG_PROFILE = "arflare.kind", "arflare.experiment", "arflare.profile"
 
 
 class SourceNotFound(UsageError):
@@ -57,7 +57,7 @@ def resolve_source(tracker, source: str, *, profile: str | None = None, known: S
         raise SourceNotFound(f"source {source!r} is neither a run id nor an experiment of the registry"
                              f"{did_you_mean(source, list(known))}")
     runs = [r for r in tracker.search(experiments=[source]) if _is_training(r) and r.status == "FINISHED"
-            and r.tags.get(_TAG_PROFILE, "") == (profile or "")]
+            and r.tags.get(record.TAG_PROFILE, "") == (profile or "")]
     best = best_run(runs)
     if best is None:
         command = " ".join(["arflare run", source, *([f"--profile {profile}"] if profile else [])])
@@ -75,7 +75,7 @@ def best_run(runs: Sequence):
     scored = []
     for run in runs:
         monitor = run.params.get("eval.monitor", "tss")
-        value = run.metrics.get(f"best/val_{monitor}", run.metrics.get(f"val/{monitor}"))
+        value = run.metrics.get(record.best_val_metric(monitor), run.metrics.get(f"val/{monitor}"))
         if value is None or math.isnan(value):
             continue
         scored.append((-value if monitor == "loss" else value, run.start_time or 0, run))
@@ -83,4 +83,4 @@ def best_run(runs: Sequence):
 
 
 def _is_training(run) -> bool:
-    return run.tags.get(_TAG_KIND, "train") == "train"
+    return run.tags.get(record.TAG_KIND, "train") == "train"

@@ -84,6 +84,28 @@ class AugmentSpec(_Spec):
         return any((self.hflip, self.vflip, self.rotate_deg, self.scale, self.polarity_flip, self.noise))
 
 
+class HardNegativesSpec(_Spec):
+    """Negatives that earlier models called flares, mined from their runs and over-sampled in training."""
+
+    # "from" is a Python keyword: the YAML key is `from`, the attribute `from_`.
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_by_name=True, validate_by_alias=True, serialize_by_alias=True)
+
+    from_: tuple[str, ...] = Field((), alias="from", description="Source runs: run ids or experiment names (= that experiment's best FINISHED run of the same profile by eval.monitor on validation). Their hard negatives are mined with `arflare mine` when missing (tracked, reused) and merged: union by key, highest score kept. Empty = off.")
+    weight: float = Field(5.0, gt=0, description="A hard negative is drawn this many times as often as an ordinary negative, and never dropped by balance prob/fixed.")
+    min_score: float | None = Field(None, ge=0, le=1, description="Keep training negatives the source model scores at least this high; null (and no top_fraction) = the source run's own validation threshold.")
+    top_fraction: float | None = Field(None, gt=0, le=1, description="Instead of a score, keep this fraction of the training negatives with the highest source scores.")
+
+    @model_validator(mode="after")
+    def _check_rule(self) -> HardNegativesSpec:
+        if self.min_score is not None and self.top_fraction is not None:
+            raise ValueError("data.hard_negatives: set min_score or top_fraction, not both")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.from_)
+
+
 class DataSpec(_Spec):
     """Where the shards are and how samples are built from them."""
 
@@ -100,6 +122,7 @@ class DataSpec(_Spec):
     augment: AugmentSpec = Field(default_factory=AugmentSpec, description="Training augmentations.")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes; 0 reads in the training process.")
     strict: bool = Field(False, description="Fail on the first corrupt sample instead of skipping it and counting it in one summary line.")
+    hard_negatives: HardNegativesSpec = Field(default_factory=HardNegativesSpec, description="Hard-negative mining from earlier runs (off unless `from` names sources).")
     cache_dir: Path | None = Field(None, description="Where the sample index is cached (default $ARFLARE_CACHE or ~/.cache/arflare); data roots may be read-only.")
 
     @model_validator(mode="after")
@@ -260,6 +283,8 @@ class RunSpec(_Spec):
         dumped = self.model_dump(mode="json")
         for section, key in _NOT_HASHED:
             dumped[section].pop(key, None)
+        if not self.data.hard_negatives.enabled:  # runs from before the field existed keep their hash
+            dumped["data"].pop("hard_negatives")
         dumped.pop("gates")  # gates decide whether a run starts, never what it computes
         payload = json.dumps({"spec": dumped, "data": data_fingerprint}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -47,6 +47,9 @@ def sweep(registry: Registry, name: str, *, profile: str | None, sets: Sequence[
         raise UsageError(f"{name} expands to {len(runs)} runs (seeds/grid); a sweep needs exactly one base run")
     (base,) = runs
     preflight(base.spec)  # bad input (an unknown backbone) exits 2 before anything is tracked
+    if base.spec.data.hard_negatives.enabled:
+        raise UsageError(f"not supported yet: sweeping {name} with data.hard_negatives (trials would train without "
+                         "them); sweep the experiment it extends, or remove data.hard_negatives.from")
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
     index = prepare_data(base.spec)  # generate/index once here, not in every worker

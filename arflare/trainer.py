@@ -62,7 +62,7 @@ class TrainResult:
 
 def train(spec: RunSpec, *, index: DataIndex, reporter: Reporter, out_dir: Path, progress: bool = True,
           resume: bool = False, on_validation: ValidationHook | None = None,
-          checkpoints: CheckpointOptions = CheckpointOptions(), run_name: str = "") -> TrainResult:
+          checkpoints: CheckpointOptions = CheckpointOptions(), run_name: str = "", hard=None) -> TrainResult:
     """Train ``spec`` on ``index``, report per-epoch metrics, then test once with the best checkpoint.
 
     After every epoch ``out_dir/checkpoints/last.pt`` holds the full training state (model,
@@ -82,6 +82,8 @@ def train(spec: RunSpec, *, index: DataIndex, reporter: Reporter, out_dir: Path,
             exception it raises ends training.
         checkpoints: How checkpoints are logged.
         run_name: Named in the figures' captions (``exp5_atto_mixup/seed=3``).
+        hard: The resolved hard negatives (:class:`arflare.lineage.HardNegativeSet`): over-sampled in
+            training, and ``fpr_hard`` reported beside ``fpr`` for val (each epoch) and test.
 
     Raises:
         NonFiniteLossError: the loss became NaN/inf (the best checkpoint so far is still reported).
@@ -90,7 +92,7 @@ def train(spec: RunSpec, *, index: DataIndex, reporter: Reporter, out_dir: Path,
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(spec.train.seed)
     device = pick_device(spec.train.device)
-    parts = build_components(spec, index, device)
+    parts = build_components(spec, index, device, hard_table=None if hard is None else hard.table)
     rule = spec.train.early_stopping
     best = BestCheckpoint(min_delta=rule.min_delta, patience=rule.patience, min_epochs=rule.min_epochs)
     state = TrainState()
@@ -105,7 +107,7 @@ def train(spec: RunSpec, *, index: DataIndex, reporter: Reporter, out_dir: Path,
     try:
         while not state.stopped and state.epoch < spec.train.epochs:
             epoch = state.epoch + 1
-            metrics = _run_epoch(spec, parts, best, state, epoch, device, ckpt_dir, spec_json, progress)
+            metrics = _run_epoch(spec, parts, best, state, epoch, device, ckpt_dir, spec_json, progress, hard)
             _save_state(ckpt_dir / LAST_FILE, parts, best, state)  # before reporting: see _report_missing_epochs
             reporter.log_metrics(metrics, step=epoch)
             if on_validation is not None:
@@ -116,6 +118,8 @@ def train(spec: RunSpec, *, index: DataIndex, reporter: Reporter, out_dir: Path,
         evaluation = evaluate(parts.model, parts.loaders, parts.loss, device, threshold=best.threshold,
                               threshold_meets_constraints=best.constrained, best_epoch=best.best_epoch,
                               epochs_run=state.epoch, history=state.history)
+        if hard is not None:
+            evaluation.metrics.update(hard.final_metrics(parts.datasets, evaluation.splits, best.threshold))
         report(evaluation, spec=spec, datasets=parts.datasets, reporter=reporter, out_dir=Path(out_dir), run_name=run_name)
         _log_checkpoints(reporter, ckpt_dir, checkpoints, with_last=checkpoints.log_last)
     except BaseException:
@@ -127,7 +131,7 @@ def train(spec: RunSpec, *, index: DataIndex, reporter: Reporter, out_dir: Path,
 
 
 def _run_epoch(spec, parts: Components, best: BestCheckpoint, state: TrainState, epoch: int, device, ckpt_dir: Path,
-               spec_json: dict, progress: bool) -> dict[str, float]:
+               spec_json: dict, progress: bool, hard=None) -> dict[str, float]:
     """Train and validate one epoch, update the best checkpoint and ``state``; return the epoch's metrics."""
     started = time.perf_counter()
     parts.datasets["train"].set_epoch(epoch)
@@ -138,6 +142,8 @@ def _run_epoch(spec, parts: Components, best: BestCheckpoint, state: TrainState,
     val = predict(parts.model, parts.loaders["val"], parts.loss, device)
     threshold, constrained = choose_threshold(spec, val)
     scores = split_metrics(val, threshold)
+    if hard is not None:
+        scores.update(hard.split_metrics("val", parts.datasets["val"], val, threshold))
     metrics = {"train/loss": train_loss, "epoch_seconds": time.perf_counter() - started,
                **{f"val/{name}": value for name, value in scores.items()}}
     log.info("epoch %d: train/loss %.4f val/loss %.4f val/auc %.4f val/tss %.4f (%.1fs)", epoch, train_loss,

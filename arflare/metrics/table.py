@@ -154,6 +154,7 @@ for _row in (
     Metric("hss", _hss, _T, compare=True, headline=2, monitor=True, selects_threshold=True, interval=True),
     Metric("precision", lambda c: _div(c.tp, c.tp + c.fp), _T, interval=True),
     Metric("recall", lambda c: _div(c.tp, c.tp + c.fn), _T, interval=True),
+    Metric("fpr", lambda c: _div(c.fp, c.fp + c.tn), _T, higher_is_better=False, interval=True),
     Metric("f1", lambda c: _div(2 * c.tp, 2 * c.tp + c.fp + c.fn), _T, compare=True, monitor=True,
            selects_threshold=True, interval=True),
     Metric("accuracy", lambda c: _div(c.tp + c.tn, c.tp + c.tn + c.fp + c.fn), _T, interval=True),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
@@ -9,6 +11,7 @@ from mlflow.tracking import MlflowClient
 from arflare.data.index import build_index
 from arflare.hardneg import table_digest
 from arflare.mining import TABLE_ARTIFACT
+from arflare.spec import RunSpec
 
 from .test_cli import Workspace, synth  # noqa: F401  (the tiny synthetic data fixture)
 
@@ -56,3 +59,48 @@ def test_mine_without_a_finished_source_says_which_command_creates_it(ws, capsys
     assert ws.arflare("mine", "exp2_basic_aug", "--profile", "smoke") == 2
     assert "create it with: arflare run exp2_basic_aug --profile smoke" in capsys.readouterr().err
     assert ws.arflare("mine", "exp1_basic_reg", "--profile", "smoke", "--top-fraction", "2") == 2
+
+
+def test_run_mines_what_is_missing_then_trains_with_lineage_and_fpr_hard(ws, capsys, tmp_path):
+    assert ws.run("exp6_hardneg", *FAST) == 0
+    (run,) = ws.runs("exp6_hardneg")
+    (source,) = [r for r in ws.runs("exp1_basic_reg") if r.data.tags.get("arflare.kind", "train") == "train"]
+    mined = [r for r in _mine_runs(ws) if r.data.tags["arflare.mine.rule"] == "threshold"]
+    assert len(mined) == 1  # mined through the lifecycle with the source run's own threshold
+    lineage = json.loads(run.data.tags["arflare.lineage"])
+    assert lineage["sources"] == {"exp1_basic_reg": source.info.run_id}
+    assert lineage["mine_runs"] == {source.info.run_id: mined[0].info.run_id}
+    table = pd.read_parquet(ws.client.download_artifacts(mined[0].info.run_id, TABLE_ARTIFACT, str(tmp_path)))
+    assert lineage["digest"] == table_digest(table) == run.data.params["hard_negatives.digest"]
+    assert run.data.params["data.hard_negatives.from"] == '["exp1_basic_reg"]'
+    history = ws.client.get_metric_history(run.info.run_id, "val/fpr_hard")
+    assert len(history) == 1 and "test/fpr_hard" in run.data.metrics  # one smoke epoch
+    # Rerun: the same sources and table give the same spec hash: skipped, nothing mined again.
+    capsys.readouterr()
+    assert ws.run("exp6_hardneg", *FAST) == 0
+    assert "skip exp6_hardneg" in capsys.readouterr().err
+    assert len(ws.runs("exp6_hardneg")) == 1 and len(_mine_runs(ws)) == len(mined) + 2  # + the two earlier mine tests
+    assert ws.arflare("show", "exp6_hardneg", "--profile", "smoke") == 0
+    assert f"exp1_basic_reg -> run {source.info.run_id}" in capsys.readouterr().out
+
+
+def test_spec_hash_follows_the_hard_negative_table():
+    from arflare.lineage import HardNegativeSet
+
+    def fingerprint(scores):
+        table = pd.DataFrame({"key": ["a", "b"], "ar": ["1", "1"], "timestamp": pd.to_datetime(["2012-01-01"] * 2),
+                              "score": scores, "source_run": ["r", "r"]})
+        return HardNegativeSet(table=table, digest=table_digest(table), weight=5.0, sources={"exp1": "r"},
+                               mine_runs={"r": "m"}).fingerprint
+
+    spec = RunSpec.model_validate({"data": {"hard_negatives": {"from": ["exp1"]}}})
+    assert spec.spec_hash("fp+" + fingerprint([0.9, 0.8])) != spec.spec_hash("fp+" + fingerprint([0.9, 0.7]))
+    assert spec.spec_hash("fp+" + fingerprint([0.9, 0.8])) == spec.spec_hash("fp+" + fingerprint([0.9, 0.8]))
+
+
+def test_a_missing_source_fails_before_anything_runs(tmp_path, synth, capsys, monkeypatch):  # noqa: F811
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    fresh = Workspace(tmp_path, synth)
+    assert fresh.run("exp6_hardneg", *FAST) == 2
+    assert "create it with: arflare run exp1_basic_reg --profile smoke" in capsys.readouterr().err
+    assert fresh.runs() == []

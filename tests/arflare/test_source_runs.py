@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from pydantic import ValidationError
+
 from arflare.source_runs import SourceNotFound, resolve_source
+from arflare.spec import HardNegativesSpec, RunSpec
 from registry.tracking import Tracker
 
 
@@ -46,3 +49,20 @@ def test_missing_source_says_which_command_creates_it(tracker):
         resolve_source(tracker, "exp1_basic", known=["exp1_basic_reg", "exp2_basic_aug"])
     with pytest.raises(SourceNotFound, match="not in the store"):
         resolve_source(tracker, "0" * 32)
+
+
+def test_hard_negative_spec_reads_from_and_checks_the_rule():
+    spec = RunSpec.model_validate({"data": {"hard_negatives": {"from": ["exp1_basic_reg"]}}})
+    assert spec.data.hard_negatives.from_ == ("exp1_basic_reg",) and spec.data.hard_negatives.weight == 5.0
+    assert spec.model_dump(mode="json")["data"]["hard_negatives"]["from"] == ["exp1_basic_reg"]
+    with pytest.raises(ValidationError, match="not both"):
+        HardNegativesSpec.model_validate({"from": ["a"], "min_score": 0.5, "top_fraction": 0.1})
+
+
+def test_spec_hash_is_unchanged_without_hard_negatives_and_changes_with_them():
+    plain = RunSpec()
+    off = RunSpec.model_validate({"data": {"hard_negatives": {"weight": 3.0}}})
+    assert off.spec_hash("fp") == plain.spec_hash("fp")  # off: the section does not enter the hash
+    on = RunSpec.model_validate({"data": {"hard_negatives": {"from": ["exp1"]}}})
+    assert on.spec_hash("fp") != plain.spec_hash("fp")
+    assert on.spec_hash("fp+hardneg:aaaa") != on.spec_hash("fp+hardneg:bbbb")
