@@ -30,9 +30,6 @@ from arflare.errors import DataError
 from arflare.tables import resolve
 
 CADENCE_S = CADENCE_MIN * 60
-# Transitional: the names tests/arflare/test_models.py (time-reversal test, landing in parallel)
-# reads; to be replaced there by INPUT_MODES and the rows' compose functions, then deleted.
-MODES = tuple(INPUT_MODES)
 _MAX_OPEN_FILES = 128  # 950k images in ~1000 shards: stay far below `ulimit -n`
 _MAX_SUBSTITUTES = 16
 _open_files: OrderedDict[tuple[int, str], int] = OrderedDict()
@@ -297,7 +294,3 @@ def _warn_once(message: str) -> None:
         _warned.add(message)
         warnings.warn(message, stacklevel=3)
 
-
-def _compose(frames: torch.Tensor, mode: str) -> torch.Tensor:
-    """Transitional (see ``MODES``): the ``image`` tensor of ``mode`` composed from ``frames``, without flow."""
-    return resolve(INPUT_MODES[mode].compose)(frames, None)["image"]

@@ -3,8 +3,9 @@
 The physics (bipoles that emerge, shear and decay; a flare rate driven by an R-value proxy and
 recent flux emergence; GOES magnitudes; 24 h labels) lives in :mod:`arflare.data._synth_physics`,
 the rendering of magnetograms and flow and their PNG/npz encoding in
-:mod:`arflare.data._synth_render`. This module writes the data set and re-exports their public
-names.
+:mod:`arflare.data._synth_render`. This module writes the data set and re-exports the few of
+their names its users need (``simulate``, ``goes_class``, ``oracle_probabilities``,
+``png_levels_to_gauss``); ``synth.json`` records every constant.
 
 Run ``arflare synth --out data/synth`` (or ``python -m arflare.data.synth --out ...``).
 """
@@ -25,23 +26,14 @@ import numpy as np
 
 from arflare.data import _synth_physics, _synth_render
 from arflare.data._synth_physics import (
-    CADENCE_H, EMERGENCE_SCALE, EPISODE_SCATTER, GOES_INDEX, HARD_NEGATIVE_KIND, HISTORY_STEPS, KIND_BLOCK,
-    MAGNITUDE_POWER, MAGNITUDE_RATE, MORPHOLOGIES, PRODUCTIVITY_SPREAD, R0, RATE_EMERGENCE, RATE_MAX, RATE_QUIET,
-    RATE_R, START, STEPS_PER_DAY, TAU_EMERGE, WINDOW_H, Region, goes_class, oracle_probabilities, simulate,
+    CADENCE_H, HARD_NEGATIVE_KIND, MORPHOLOGIES, Region, goes_class, oracle_probabilities, simulate,
 )
-from arflare.data._synth_render import (
-    FLOW_WEIGHT_G, GAUSS_PER_LEVEL, NOISE_G, QUIET_SUN_G, flow_bytes, png_bytes, png_levels_to_gauss, render,
-)
+from arflare.data._synth_render import flow_bytes, png_bytes, png_levels_to_gauss, render
 from arflare.data.shards import SPLITS, ShardWriter, make_key
 
 __all__ = [
     "generate", "ensure_generated", "main", "SynthSummary", "SplitSummary", "goes_class", "png_levels_to_gauss",
-    "VERSION", "DEFAULT_ARS", "ORACLE_COLUMNS", "oracle_probabilities",
-    # the simulation's constants, as they were when they lived here
-    "CADENCE_H", "STEPS_PER_DAY", "HISTORY_STEPS", "GAUSS_PER_LEVEL", "QUIET_SUN_G", "NOISE_G", "FLOW_WEIGHT_G",
-    "RATE_QUIET", "RATE_R", "R0", "RATE_EMERGENCE", "EMERGENCE_SCALE", "RATE_MAX", "PRODUCTIVITY_SPREAD",
-    "TAU_EMERGE", "GOES_INDEX", "MAGNITUDE_RATE", "MAGNITUDE_POWER", "START", "WINDOW_H", "MORPHOLOGIES",
-    "HARD_NEGATIVE_KIND", "EPISODE_SCATTER", "KIND_BLOCK",
+    "simulate", "VERSION", "DEFAULT_ARS", "ORACLE_COLUMNS", "oracle_probabilities",
 ]
 
 VERSION = 2  # 2: the oracle columns p_label(_m)_future (was p_label(_m)) and p_label(_m)_present

@@ -179,13 +179,16 @@ def test_pretrained_path_from_another_architecture_fails(tmp_path):
 
 def _reversed_time(mode: str, frames: torch.Tensor, flow: torch.Tensor) -> tuple[dict, dict]:
     """Inputs of ``mode`` built from ``frames`` (B, T, 1, S, S), newest first, and from the same frames in reverse."""
-    from arflare.data.datasets import _compose
+    from arflare.data.modes import INPUT_MODES
+    from arflare.tables import resolve
+
+    compose = resolve(INPUT_MODES[mode].compose)
 
     if mode == "flow":  # one frame and the motion into it; reversed: the previous frame, moving back
         return {"image": frames[:, 0], "flow": flow}, {"image": frames[:, 1], "flow": -flow}
     steps = 2 if mode == "diff" else frames.shape[1]
-    forward = torch.stack([_compose(item[:steps], mode) for item in frames])
-    backward = torch.stack([_compose(item[:steps].flip(0), mode) for item in frames])
+    forward = torch.stack([compose(item[:steps], None)["image"] for item in frames])
+    backward = torch.stack([compose(item[:steps].flip(0), None)["image"] for item in frames])
     return {"image": forward}, {"image": backward}
 
 
@@ -196,9 +199,9 @@ HISTORY_MODES = [("sequence", "temporal", 1, "mean"), ("sequence", "temporal", 1
 
 
 def test_the_history_modes_cover_every_input_mode_but_frame():
-    from arflare.data.datasets import MODES
+    from arflare.data.modes import INPUT_MODES
 
-    assert {mode for mode, *_ in HISTORY_MODES} == set(MODES) - {"frame"}
+    assert {mode for mode, *_ in HISTORY_MODES} == set(INPUT_MODES) - {"frame"}
 
 
 @pytest.mark.parametrize(("mode", "variant", "in_chans", "pool"), HISTORY_MODES)
