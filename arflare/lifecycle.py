@@ -1,7 +1,8 @@
 """The one lifecycle every tracked run goes through, whatever its kind.
 
 preflight (checks the schema cannot make) -> prepare data -> open the run (tags, params,
-``spec.yaml``, data fingerprint, git state, description, version, heartbeat) -> body ->
+``spec.yaml``, data fingerprint, git state, description, version, heartbeat; MLflow's own
+description, source and user fields; the data as an MLflow dataset input) -> body ->
 artifacts (``log.txt``) -> final status. ``arflare run`` (kind ``train``) and sweep trials
 (kind ``trial``) both use it; a new kind is a row in ``arflare.record.KINDS`` and a body.
 
@@ -13,6 +14,7 @@ This module imports neither torch nor mlflow; the body brings them.
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import logging
 import shutil
@@ -156,12 +158,29 @@ def run_tags(plan: RunPlan, identity: Identity, *, with_spec_hash: bool = True) 
             record.TAG_CONFIG_HASH: identity.config_hash, record.TAG_DATA_FINGERPRINT: identity.data_fingerprint,
             record.TAG_PROFILE: plan.profile or "", record.TAG_GIT_COMMIT: commit or "unknown",
             record.TAG_GIT_DIRTY: str(dirty).lower(), record.TAG_DESCRIPTION: plan.description,
-            record.TAG_VERSION: arflare_version()}
+            record.TAG_VERSION: arflare_version(),
+            # MLflow's own fields, so its UI's Description, Source and User columns are filled
+            record.TAG_NOTE: plan.description, record.TAG_SOURCE_TYPE: "LOCAL", record.TAG_USER: _user(),
+            record.TAG_SOURCE_NAME: f"arflare {record.kind(plan.kind).command} {plan.experiment}"}
     if with_spec_hash:
         tags[record.TAG_SPEC_HASH] = identity.spec_hash
     if commit:
-        tags["mlflow.source.git.commit"] = commit
+        tags[record.TAG_SOURCE_COMMIT] = commit
     return tags
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name and no passwd entry (some containers)
+        return "unknown"
+
+
+def log_data_input(handle, plan: RunPlan, identity: Identity) -> None:
+    """Record the data root as the run's MLflow dataset input, digest = the data fingerprint."""
+    root = Path(plan.spec.data.root)
+    handle.log_dataset(name=root.name, digest=identity.data_fingerprint, source_uri=root.resolve().as_uri(),
+                       context=record.DATASET_CONTEXT)
 
 
 def local_folder(tracking_uri: str, registry_dir: Path, run_id: str) -> Path:
@@ -186,6 +205,8 @@ def open_run(tracker: Tracker, plan: RunPlan, identity: Identity, *,
         previous = tracker.get_run(resume_run_id).tags.get(record.TAG_RESUMED, "0")
         context = tracker.resume_run(resume_run_id, tags={**tags, record.TAG_RESUMED: str(int(previous) + 1)})
     with context as handle:
+        if resume_run_id is None:
+            log_data_input(handle, plan, identity)
         folder = local_folder(tracker.tracking_uri, plan.registry_dir, handle.run_id)
         with living(handle, plan, folder=folder, new=resume_run_id is None) as run:
             yield run
@@ -200,6 +221,7 @@ def adopt_run(handle, plan: RunPlan, identity: Identity, *, tracking_uri: str,
     count as a finished run of its spec.
     """
     handle.set_tags(run_tags(plan, identity, with_spec_hash=False))
+    log_data_input(handle, plan, identity)
     folder = local_folder(tracking_uri, plan.registry_dir, handle.run_id)
     with living(handle, plan, folder=folder, new=True, logged=logged) as run:
         yield run

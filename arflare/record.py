@@ -25,11 +25,11 @@ from registry.tracking import (
 
 __all__ = [
     "ARTIFACT_BEST", "ARTIFACT_LAST", "ARTIFACT_LOG", "ARTIFACT_METRICS", "ARTIFACT_SPEC", "ARTIFACT_TRACEBACK",
-    "CHECKPOINTS", "KINDS", "PLOTS", "PREDICTIONS", "RUN_TAGS", "RunKind", "TAG_BASE_HASH", "TAG_BEST_TRIAL",
+    "CHECKPOINTS", "DATASET_CONTEXT", "KINDS", "MLFLOW_RUN_FIELDS", "PLOTS", "PREDICTIONS", "RUN_TAGS", "RunKind", "TAG_BASE_HASH", "TAG_BEST_TRIAL",
     "TAG_CONFIG_HASH", "TAG_DATA_FINGERPRINT", "TAG_DESCRIPTION", "TAG_DUPLICATE_OF", "TAG_ERROR",
     "TAG_EXPERIMENT", "TAG_GIT_COMMIT", "TAG_LINEAGE", "TAG_MINE_RULE", "TAG_MINE_SOURCE", "TAG_MINE_SPLIT",
-    "HARD_NEGATIVES", "TAG_GIT_DIRTY", "TAG_GROUP", "TAG_HEARTBEAT", "TAG_KIND", "TAG_PARENT",
-    "TAG_PROFILE", "TAG_RESUMED", "TAG_SPEC_HASH", "TAG_STUDY", "TAG_TRIAL_NUMBER", "TAG_TRIAL_STATE",
+    "HARD_NEGATIVES", "TAG_GIT_DIRTY", "TAG_GROUP", "TAG_HEARTBEAT", "TAG_KIND", "TAG_NOTE", "TAG_PARENT",
+    "TAG_PROFILE", "TAG_SOURCE_COMMIT", "TAG_SOURCE_NAME", "TAG_SOURCE_TYPE", "TAG_USER", "TAG_RESUMED", "TAG_SPEC_HASH", "TAG_STUDY", "TAG_TRIAL_NUMBER", "TAG_TRIAL_STATE",
     "TAG_VERSION", "best_val_metric", "kind",
 ]
 
@@ -46,6 +46,16 @@ TAG_PROFILE = "arflare.profile"
 TAG_DESCRIPTION = "arflare.description"
 TAG_VERSION = "arflare.version"  # importlib.metadata.version("arflare")
 TAG_RESUMED = "arflare.resumed"  # how many times the run was resumed after dying
+# --- MLflow's own run fields (its UI shows them as Description, Source, User), set by the lifecycle too
+TAG_NOTE = "mlflow.note.content"  # the experiment's description
+TAG_SOURCE_NAME = "mlflow.source.name"  # the command that made the run: "arflare run exp2"
+TAG_SOURCE_TYPE = "mlflow.source.type"  # "LOCAL": a command on this machine
+TAG_SOURCE_COMMIT = "mlflow.source.git.commit"
+TAG_USER = "mlflow.user"
+MLFLOW_RUN_FIELDS = (TAG_NOTE, TAG_SOURCE_NAME, TAG_SOURCE_TYPE, TAG_USER)
+# The data a run reads, logged as an MLflow dataset input (the UI's Datasets column): named by
+# its data root's folder, digest = arflare.data_fingerprint, in this context.
+DATASET_CONTEXT = "training"
 RUN_TAGS = (TAG_KIND, TAG_EXPERIMENT, TAG_GROUP, TAG_SPEC_HASH, TAG_CONFIG_HASH, TAG_DATA_FINGERPRINT,
             TAG_GIT_COMMIT, TAG_GIT_DIRTY, TAG_PROFILE, TAG_DESCRIPTION, TAG_VERSION, TAG_HEARTBEAT)
 
@@ -82,21 +92,23 @@ class RunKind:
 
     Attributes:
         name: Tag value.
+        command: The arflare command that makes runs of this kind (the run's MLflow source).
         resumable: Whether ``arflare run`` may resume a dead run of this kind in place.
         description: One line for ``arflare runs`` and the README.
     """
 
     name: str
+    command: str
     resumable: bool
     description: str
 
 
 # Adding a kind is one row here; the lifecycle reads nothing else about it.
 KINDS: dict[str, RunKind] = {kind.name: kind for kind in (
-    RunKind("train", resumable=True, description="arflare run: one training run of an experiment"),
-    RunKind("trial", resumable=False, description="arflare sweep: one Optuna trial, a child of the study's run"),
-    RunKind("sweep", resumable=False, description="arflare sweep: the parent run of one Optuna study"),
-    RunKind("mine", resumable=False, description="arflare mine: a source run's hard negatives on one split (reused, not recomputed)"),
+    RunKind("train", command="run", resumable=True, description="arflare run: one training run of an experiment"),
+    RunKind("trial", command="sweep", resumable=False, description="arflare sweep: one Optuna trial, a child of the study's run"),
+    RunKind("sweep", command="sweep", resumable=False, description="arflare sweep: the parent run of one Optuna study"),
+    RunKind("mine", command="mine", resumable=False, description="arflare mine: a source run's hard negatives on one split (reused, not recomputed)"),
 )}
 
 

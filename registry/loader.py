@@ -191,6 +191,8 @@ class Registry(Generic[S]):
         axes = []
         if entry.seeds is not None:
             axes.append((ctx.seed_key, _choices(entry.seeds, f"experiments.{entry.name}.seeds", ctx, resolve=False)))
+        elif ctx.seed_key in set_layer:  # a --set seed names the run too: seeds of one experiment stay apart
+            axes.append((ctx.seed_key, [set_layer[ctx.seed_key]]))
         for key, values in entry.grid.items():
             axes.append((key, _choices(values, f"experiments.{entry.name}.grid.{key}", ctx, resolve=key in ctx.path_fields)))
         # A --set on a swept key means "just that one": the axis collapses to the set value.

@@ -104,6 +104,10 @@ class TrialReporter:
         """Set tags on the child run."""
         self._run.set_tags(tags)
 
+    def log_dataset(self, **dataset: object) -> None:
+        """Record the data the child run reads (see ``Tracker.log_dataset_input``)."""
+        self._run.log_dataset(**dataset)
+
     def log_artifact(self, local_path: Path, artifact_path: str | None = None) -> None:
         """Upload a file or directory to the child run."""
         self._run.log_artifact(local_path, artifact_path)

@@ -677,6 +677,10 @@ class RunHandle:
         """Set tags on the run."""
         self._tracker.set_tags(self.run_id, tags)
 
+    def log_dataset(self, **dataset: object) -> None:
+        """Record the data the run reads; arguments as :meth:`Tracker.log_dataset_input`."""
+        self._tracker.log_dataset_input(self.run_id, **dataset)
+
     def log_artifact(self, local_path: Path, artifact_path: str | None = None) -> None:
         """Upload a file, or a directory with its contents, as run artifacts.
 

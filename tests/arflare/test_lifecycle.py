@@ -89,6 +89,19 @@ def test_every_run_records_kind_version_config_hash_and_best_scores_once(ws):
     assert [m.step for m in ws.client.get_metric_history(run.info.run_id, "best/val_tss")] == [int(run.data.metrics["best_epoch"])]
 
 
+def test_runs_fill_mlflow_description_source_user_and_dataset(ws):
+    run = next(r for r in ws.runs("exp1_basic_reg") if r.info.status == "FINISHED")
+    tags = run.data.tags
+    for tag in record.MLFLOW_RUN_FIELDS:
+        assert tags.get(tag), tag
+    assert tags[record.TAG_NOTE] == tags[record.TAG_DESCRIPTION]
+    assert tags[record.TAG_SOURCE_NAME] == "arflare run exp1_basic_reg"
+    (data,) = run.inputs.dataset_inputs
+    assert data.dataset.digest == tags[record.TAG_DATA_FINGERPRINT]
+    assert data.dataset.name == "magnetograms" and str(ws.data) in data.dataset.source
+    assert {(t.key, t.value) for t in data.tags} == {("mlflow.data.context", record.DATASET_CONTEXT)}
+
+
 def test_eight_runs_started_at_once_on_a_new_store_all_finish(tmp_path, synth):
     ws8 = Workspace(tmp_path, synth)
     env = _env(ARFLARE_CACHE=str(tmp_path / "cache"))
@@ -101,5 +114,6 @@ def test_eight_runs_started_at_once_on_a_new_store_all_finish(tmp_path, synth):
     assert [p.returncode for p in processes] == [0] * 8, "\n".join(errors)
     runs = ws8.runs("exp1_basic_reg")
     assert len(runs) == 8 and {r.info.status for r in runs} == {"FINISHED"}
+    assert sorted(r.info.run_name for r in runs) == [f"exp1_basic_reg/seed={seed}" for seed in range(8)]
     assert len({r.data.tags[record.TAG_CONFIG_HASH] for r in runs}) == 1  # seeds of one configuration
     assert main(["compare", "--file", str(ws8.file)]) == 0  # the store stays readable

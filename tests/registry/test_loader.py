@@ -165,6 +165,12 @@ def test_set_on_a_swept_key_collapses_that_axis(tmp_path):
     assert [run.spec.train.lr for run in runs] == [pytest.approx(5e-4)] * 2
 
 
+def test_a_set_seed_names_the_run_even_without_seeds(tmp_path):
+    registry = load_registry(write(tmp_path, CHAIN), Toy)
+    assert [run.name for run in registry.expand("base", sets=["train.seed=3"])] == ["base/seed=3"]
+    assert [run.name for run in registry.expand("base", sets=["train.lr=1e-2"])] == ["base"]
+
+
 def test_env_vars_expand_with_and_without_default(tmp_path, monkeypatch):
     text = """
     defaults:
