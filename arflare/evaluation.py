@@ -20,6 +20,7 @@ import torch
 
 from arflare import metrics as skill
 from arflare import record
+from arflare.data.modes import model_input_keys
 from arflare.losses import positive_probability
 from arflare.spec import RunSpec
 
@@ -76,7 +77,8 @@ def predict(model: torch.nn.Module, loader, loss_fn: torch.nn.Module, device: to
 
 def to_device(batch: Mapping, device: torch.device) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """The model inputs and the float target of a batch, on ``device``."""
-    inputs = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k in ("image", "flow")}
+    keys = model_input_keys()
+    inputs = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k in keys}
     return inputs, batch["label"].to(device, non_blocking=True).float()
 
 

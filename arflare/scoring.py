@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
+from arflare.data.modes import model_input_keys
 from arflare.losses import positive_probability
 
 log = logging.getLogger("arflare.scoring")
@@ -96,7 +97,7 @@ def _score_range(model, dataset, items: range, *, device, batch_size: int, num_w
     loader = DataLoader(Subset(dataset, list(items)), batch_size=batch_size, shuffle=False, num_workers=num_workers)
     indices, scores = [], []
     for batch in loader:
-        inputs = {k: v.to(device) for k, v in batch.items() if k in ("image", "flow")}
+        inputs = {k: v.to(device) for k, v in batch.items() if k in model_input_keys()}
         if device.type == "cuda" and "image" in inputs:
             inputs["image"] = inputs["image"].contiguous(memory_format=torch.channels_last) \
                 if inputs["image"].dim() == 4 else inputs["image"]

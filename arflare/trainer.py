@@ -36,6 +36,7 @@ from arflare.checkpoints import (
 )
 from arflare.data.index import DataIndex
 from arflare.evaluation import Reporter, choose_threshold, evaluate, predict, report, split_metrics, to_device
+from arflare.metrics import monitor_sign
 from arflare.spec import RunSpec
 
 log = logging.getLogger("arflare.trainer")
@@ -148,7 +149,7 @@ def _run_epoch(spec, parts: Components, best: BestCheckpoint, state: TrainState,
                **{f"val/{name}": value for name, value in scores.items()}}
     log.info("epoch %d: train/loss %.4f val/loss %.4f val/auc %.4f val/tss %.4f (%.1fs)", epoch, train_loss,
              val.loss, scores["auc"], scores["tss"], metrics["epoch_seconds"])
-    monitored = -scores["loss"] if spec.eval.monitor == "loss" else scores[spec.eval.monitor]
+    monitored = monitor_sign(spec.eval.monitor) * scores[spec.eval.monitor]
     if best.update(epoch, monitored, threshold=threshold, constrained=constrained):
         save_weights(ckpt_dir / BEST_FILE, parts.model, spec=spec_json, epoch=epoch, threshold=threshold)
     for name, value in metrics.items():

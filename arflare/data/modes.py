@@ -97,6 +97,11 @@ for _row in (
     register_input_mode(_row)
 
 
+def model_input_keys() -> frozenset[str]:
+    """Every batch key some input mode feeds the model (what moves to the device; labels and indices stay)."""
+    return frozenset(key for mode in INPUT_MODES.rows() for key in mode.keys)
+
+
 def describe_modes() -> str:
     """``"frame: one magnetogram; flow: ..."``: every mode and its summary, for help texts."""
     return "; ".join(f"{mode.name}: {mode.summary}" for mode in INPUT_MODES.rows())

@@ -39,12 +39,12 @@ from arflare.metrics.scoring import (
 )
 from arflare.metrics.table import (
     METRICS, Counts, Metric, Scored, compare_choices, compare_metric_key, find_metric, headline_metrics,
-    monitor_choices, register_metric, threshold_choices,
+    monitor_choices, monitor_sign, register_metric, threshold_choices,
 )
 
 __all__ = [
     "METRICS", "METRIC_NAMES", "Counts", "Metric", "Scored", "choose_threshold", "compare_choices", "compare_metric_key", "confusion",
-    "evaluate", "find_metric", "fpr_at_tpr", "headline_metrics", "hss", "monitor_choices", "probability_metrics",
+    "evaluate", "find_metric", "fpr_at_tpr", "headline_metrics", "hss", "monitor_choices", "monitor_sign", "probability_metrics",
     "register_metric", "threshold_choices", "threshold_metrics", "tpr_at_fpr", "tss", "validate_inputs",
 ]
 

@@ -189,6 +189,13 @@ def monitor_choices() -> tuple[str, ...]:
     return (*(m.name for m in METRICS.rows() if m.monitor), "loss")
 
 
+def monitor_sign(name: str) -> float:
+    """+1 when a larger ``eval.monitor`` value is better, -1 when smaller is (``loss``, ``brier``, ...)."""
+    if name == "loss":
+        return -1.0
+    return 1.0 if find_metric(name).higher_is_better else -1.0
+
+
 def threshold_choices() -> tuple[str, ...]:
     """Allowed ``eval.threshold_metric`` values."""
     return tuple(m.name for m in METRICS.rows() if m.selects_threshold)

@@ -314,3 +314,16 @@ def test_diff_after_a_gap_is_no_change_not_change_since_the_first_frame():
     assert rows[2].tolist() == [2, 2] and not complete[2]  # 00:48 is missing: I_t - I_t = 0
     assert resolve_history(table, (0, -12))[0][2].tolist() == [2, 0]  # sequences pad with the AR's first frame
     assert rows[1].tolist() == [1, 0] and complete[1]
+
+
+def test_device_keys_derive_from_the_input_mode_table():
+    from dataclasses import replace
+
+    from arflare.data.modes import INPUT_MODES, model_input_keys, register_input_mode
+
+    assert {"image", "flow"} <= model_input_keys() and "label" not in model_input_keys()
+    register_input_mode(replace(INPUT_MODES["frame"], name="probe_keys", keys=("image", "extra")))
+    try:
+        assert "extra" in model_input_keys()
+    finally:
+        INPUT_MODES.unregister("probe_keys")

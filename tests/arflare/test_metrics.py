@@ -203,3 +203,10 @@ def test_metrics_module_does_not_import_torch():
     code = "import sys, arflare.metrics, arflare.plots; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_monitor_direction_comes_from_the_metric_table():
+    from arflare.metrics import monitor_sign
+
+    assert monitor_sign("tss") == 1.0 and monitor_sign("auc") == 1.0
+    assert monitor_sign("loss") == -1.0 and monitor_sign("brier") == -1.0  # smaller is better: maximise the negative
