@@ -45,7 +45,9 @@ def test_mine_records_only_negatives_above_the_rule_and_a_rerun_reuses_it(ws, ca
     assert len(table) == -(-negatives // 4)  # ceil(0.25 * negatives)
     labels = build_index(ws.data / "magnetograms", progress=False).table.set_index("key")["label"]
     assert (labels.loc[table["key"]] == 0).all()  # negatives only
-    (dataset,) = client.get_run(run.info.run_id).inputs.dataset_inputs
+    inputs = client.get_run(run.info.run_id).inputs.dataset_inputs  # the data it read, and what it mined
+    (dataset,) = [d for d in inputs if d.dataset.name == "hard_negatives"]
+    assert {d.dataset.name for d in inputs} == {"hard_negatives", "magnetograms"}
     assert dataset.dataset.name == "hard_negatives" and dataset.dataset.digest == table_digest(table)
     capsys.readouterr()
     assert ws.arflare("mine", "exp1_basic_reg", "--profile", "smoke", "--top-fraction", "0.25") == 0
