@@ -250,3 +250,29 @@ def plot_confusion(y_true: ArrayLike, scores: ArrayLike, threshold: float, path:
            title=f"TSS {m['tss']:.3f}   HSS {m['hss']:.3f}")
     ax.spines[:].set_visible(False)
     return save_figure(fig, path, caption.lines("Confusion matrix", y))
+
+
+@styled
+def plot_importances(names: Sequence[str], importances: ArrayLike, stds: ArrayLike, path: Path | str, *,
+                     caption: Caption, labels: ArrayLike, xlabel: str = "drop of val ROC AUC when shuffled") -> Path:
+    """Permutation importances as horizontal bars, largest on top, with ±1 std over the shuffles.
+
+    Args:
+        names: Feature (or feature group) names.
+        importances: Mean score drop per name.
+        stds: Standard deviation of the drop over the shuffles.
+        path: where to write the PNG (the SVG goes beside it).
+        caption: run, split the importances are measured on, flare definition.
+        labels: that split's labels, for the caption's counts.
+        xlabel: what the bars measure.
+    """
+    values = np.asarray(importances, dtype=float)
+    order = np.argsort(values)
+    fig = new_figure(4.5, 1.0 + 0.18 * len(order))
+    ax = fig.subplots()
+    ax.barh(np.arange(len(order)), values[order], xerr=np.asarray(stds, dtype=float)[order], color="C0",
+            ecolor="0.3", error_kw={"linewidth": 0.8})  # fmt: skip
+    ax.set_yticks(np.arange(len(order)), [names[i] for i in order])
+    ax.axvline(0.0, color="0.5", linewidth=0.8)
+    ax.set_xlabel(xlabel)
+    return save_figure(fig, path, caption.lines("Permutation importance", labels))

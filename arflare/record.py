@@ -32,6 +32,8 @@ __all__ = [
     "TAG_PROFILE", "TAG_SOURCE_COMMIT", "TAG_SOURCE_NAME", "TAG_SOURCE_TYPE", "TAG_USER", "TAG_RESUMED", "TAG_SPEC_HASH", "TAG_STUDY", "TAG_TRIAL_NUMBER", "TAG_TRIAL_STATE",
     "TAG_VERSION", "best_val_metric", "kind",
 ]
+__all__ += ["ARTIFACT_FEATURES", "ARTIFACT_IMPORTANCES", "ARTIFACT_MODEL", "TAG_SOURCE_EXPERIMENT",
+            "TAG_SOURCE_RUN", "TAG_SOURCE_SPEC_HASH"]  # the tree kinds and a hybrid's lineage
 
 # --- tags set on every run by the lifecycle
 TAG_KIND = "arflare.kind"  # one of KINDS
@@ -56,6 +58,10 @@ MLFLOW_RUN_FIELDS = (TAG_NOTE, TAG_SOURCE_NAME, TAG_SOURCE_TYPE, TAG_USER)
 # The data a run reads, logged as an MLflow dataset input (the UI's Datasets column): named by
 # its data root's folder, digest = arflare.data_fingerprint, in this context.
 DATASET_CONTEXT = "training"
+# --- lineage of a hybrid run (model.kind hybrid): the CNN run its embedding comes from
+TAG_SOURCE_RUN = "arflare.source_run"
+TAG_SOURCE_EXPERIMENT = "arflare.source_experiment"
+TAG_SOURCE_SPEC_HASH = "arflare.source_spec_hash"
 RUN_TAGS = (TAG_KIND, TAG_EXPERIMENT, TAG_GROUP, TAG_SPEC_HASH, TAG_CONFIG_HASH, TAG_DATA_FINGERPRINT,
             TAG_GIT_COMMIT, TAG_GIT_DIRTY, TAG_PROFILE, TAG_DESCRIPTION, TAG_VERSION, TAG_HEARTBEAT)
 
@@ -76,6 +82,10 @@ ARTIFACT_LAST = f"{CHECKPOINTS}/last.pt"  # full training state; logged only wit
 PREDICTIONS = "predictions"  # {val,test}.parquet
 PLOTS = "plots"
 HARD_NEGATIVES = "hard_negatives"  # a mine run's hard_negatives.parquet
+# --- extra artifacts of the tree kinds (model.kind physics / hybrid)
+ARTIFACT_MODEL = "model/gbm.joblib"  # the fitted classifier of the best round
+ARTIFACT_FEATURES = "features.json"  # digest, row count and columns of the feature table
+ARTIFACT_IMPORTANCES = "importances_val.csv"  # permutation importances on validation
 
 
 def best_val_metric(name: str) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from arflare import record
@@ -30,6 +30,7 @@ from arflare.lifecycle import (
     prepare_data,
 )
 from arflare.lineage import check_sources, resolve_hard_negatives
+from arflare.sources import pin_sources
 from arflare.trainer import train
 from registry.loader import Registry, Run
 from registry.tracking import STALE, RunRecord, Tracker
@@ -56,6 +57,10 @@ def run_experiments(registry: Registry, names: Sequence[str], *, profile: str | 
         return _dry_run(plans)
     indexes = _prepare_all(plans)  # every data root is checked before the first run starts
     tracker = open_tracker(registry)
+    # A hybrid's source is resolved to a run id and fetched now: a missing one stops before any run starts.
+    plans = [replace(run, spec=pin_sources(run.spec, tracker=tracker, profile=profile,
+                                           data_fingerprint=indexes[_data_key(run.spec)].fingerprint))
+             for run in plans]  # fmt: skip
     failed = 0
     for run in plans:
         index = indexes[_data_key(run.spec)]

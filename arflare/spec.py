@@ -148,9 +148,25 @@ class DataSpec(_Spec):
         return self.flow_root if self.mode.reads_flow else None
 
 
-class ModelSpec(_Spec):
-    """The network: a timm backbone, optionally inside a two-stream / temporal / attention variant."""
+class BoostingSpec(_Spec):
+    """Gradient-boosted trees of the physics and hybrid kinds (scikit-learn's HistGradientBoostingClassifier)."""
 
+    learning_rate: float = Field(0.05, gt=0, le=1, description="Shrinkage of each tree; lower needs more rounds but overfits less.")
+    max_depth: int | None = Field(None, ge=1, description="Depth limit of each tree; null = limited by max_leaf_nodes only.")
+    l2_regularization: float = Field(0.0, ge=0, description="L2 penalty on leaf values; raise it when validation lags training.")
+    max_leaf_nodes: int = Field(31, ge=2, description="Leaves per tree.")
+    min_samples_leaf: int = Field(20, ge=1, description="Fewest samples in a leaf; raise it on small or noisy data.")
+    trees_per_round: int = Field(20, ge=1, description="Trees added per round. A round is these kinds' epoch: validation is scored, the threshold chosen and early stopping checked after each; train.epochs caps the rounds.")
+    class_weight: Literal["balanced", "none"] = Field("balanced", description="balanced weighs each class by its inverse frequency (flares are rare); none weighs samples equally.")
+    importance_repeats: int = Field(5, ge=1, description="Shuffles per feature for the permutation importances on validation.")
+
+
+class ModelSpec(_Spec):
+    """The model: by default a timm backbone, optionally inside a two-stream / temporal / attention variant."""
+
+    kind: Literal["cnn", "physics", "hybrid"] = Field("cnn", description="cnn: the timm network below on the images; physics: gradient-boosted trees (model.boosting) on the physical features of each frame and their 1 h / 6 h changes (arflare/physics); hybrid: the same trees on those features plus the penultimate embedding of the CNN run named by embedding_from. The network fields apply to cnn only.")
+    embedding_from: str | None = Field(None, description="hybrid only: the source CNN run, as a run id or an experiment name (its best FINISHED run on the same data by its own eval.monitor). `arflare run` pins the run id before starting and says which command creates a missing source.")
+    boosting: BoostingSpec = Field(default_factory=BoostingSpec, description="Gradient-boosted trees (physics and hybrid kinds).")
     backbone: str = Field("convnext_atto", description="Any timm model name (timm.list_models('convnext*') lists them).")
     variant: VariantName = Field("auto", description=f"auto picks from data.input_mode: {_auto_variants()}.")
     temporal_pool: Literal["mean", "attention"] = Field("mean", description="How the temporal variant pools per-frame features over time.")
@@ -163,6 +179,10 @@ class ModelSpec(_Spec):
     def _check_pretrained(self) -> ModelSpec:
         if self.pretrained and self.pretrained_path is None:
             raise ValueError("model.pretrained: true needs model.pretrained_path (nothing can be downloaded at run time)")
+        if self.kind == "hybrid" and not self.embedding_from:
+            raise ValueError("model.kind 'hybrid' needs model.embedding_from: a CNN run id or experiment name, e.g. exp2_basic_aug")
+        if self.kind != "hybrid" and self.embedding_from is not None:
+            raise ValueError(f"model.embedding_from is read by model.kind 'hybrid' only (this is {self.kind!r}); remove it")
         return self
 
 

@@ -19,6 +19,7 @@ import json
 import os
 import shlex
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -53,6 +54,12 @@ def sweep(registry: Registry, name: str, *, profile: str | None, sets: Sequence[
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
     index = prepare_data(base.spec)  # generate/index once here, not in every worker
+    if base.spec.model.kind == "hybrid":  # pin and fetch the source once, before any trial starts
+        from arflare.commands import open_tracker
+        from arflare.sources import pin_sources
+
+        base = replace(base, spec=pin_sources(base.spec, tracker=open_tracker(registry), profile=profile,
+                                              data_fingerprint=index.fingerprint))  # fmt: skip
     group = name if profile is None else f"{name}@{profile}"
     study_name = f"{group}:{base_hash(base.spec, entry.search, index)}"
     storage = storage or _default_storage(registry, group)

@@ -89,6 +89,11 @@ def train(spec: RunSpec, *, index: DataIndex, reporter: Reporter, out_dir: Path,
     Raises:
         NonFiniteLossError: the loss became NaN/inf (the best checkpoint so far is still reported).
     """
+    if spec.model.kind != "cnn":  # physics / hybrid: boosted trees on features, fast enough to refit on resume
+        from arflare.tabular import fit_tabular
+
+        return fit_tabular(spec, index=index, reporter=reporter, out_dir=Path(out_dir), progress=progress,
+                           on_validation=on_validation)
     ckpt_dir = Path(out_dir) / record.CHECKPOINTS
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(spec.train.seed)
