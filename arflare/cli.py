@@ -190,11 +190,12 @@ def _load(args):
     from registry.loader import load_registry
     from registry.search_spec import SearchSpec
 
-    from arflare.commands import check_search_blocks
+    from arflare.commands import check_embedding_sources, check_search_blocks
 
     path = getattr(args, "path", None) or args.file
     registry = load_registry(path, RunSpec, seed_key="train.seed", search_schema=SearchSpec)
     check_search_blocks(registry)
+    check_embedding_sources(registry)
     return registry
 
 

@@ -150,6 +150,37 @@ def _ago(now: float, when: float | None) -> str:
     return f"{seconds:.0f} s ago"
 
 
+def check_embedding_sources(registry: Registry) -> None:
+    """Check that each hybrid's ``model.embedding_from`` is a run id or a CNN experiment of this file.
+
+    Whether a run of it exists is only known to the tracking store; ``arflare run`` checks that.
+
+    Raises:
+        RegistryError: listing every problem found.
+    """
+    from arflare.sources import RUN_ID
+
+    problems: list[Problem] = []
+    for name, entry in registry.experiments.items():
+        try:
+            spec = registry.expand(name)[0].spec
+        except RegistryError:
+            continue  # reported by the loader's own checks
+        source = spec.model.embedding_from
+        if spec.model.kind != "hybrid" or source is None or RUN_ID.fullmatch(source):
+            continue
+        key = f"experiments.{name}.model.embedding_from"
+        if source not in registry.experiments:
+            problems.append(Problem(str(registry.path), entry.line, key, source,
+                                    "neither an experiment in this file nor a run id (32 hex digits); "
+                                    f"name a CNN experiment, e.g. one of {', '.join(sorted(registry.experiments)[:4])}"))
+        elif (kind := registry.expand(source)[0].spec.model.kind) != "cnn":
+            problems.append(Problem(str(registry.path), entry.line, key, source,
+                                    f"{source} is a model.kind {kind!r} experiment; the embedding comes from a cnn one"))
+    if problems:
+        raise RegistryError(problems)
+
+
 def check_search_blocks(registry: Registry) -> None:
     """Check every ``search:`` block against the run spec, so ``validate`` catches what trials would hit.
 

@@ -57,8 +57,10 @@ def pin_sources(spec: RunSpec, *, tracker, data_fingerprint: str, profile: str |
                          f"{data_fingerprint}); the embedding is keyed by sample, so train the source on this data")
     folder = source_folder(spec, run.run_id)
     for artifact in (record.ARTIFACT_BEST, record.ARTIFACT_SPEC):
-        if not (folder / artifact).is_file():
-            tracker.download_artifact(run.run_id, artifact, folder)
+        target = folder / artifact
+        if not target.is_file() and tracker.download_artifact(run.run_id, artifact, target.parent) is None:
+            raise UsageError(f"model.embedding_from {name!r}: run {run.run_id} has no artifact {artifact}; "
+                             "train the source again with `arflare run` (it logs one)")
     lineage = {record.TAG_SOURCE_RUN: run.run_id, record.TAG_SOURCE_EXPERIMENT: run.tags.get(record.TAG_EXPERIMENT, ""),
                record.TAG_SOURCE_SPEC_HASH: run.tags.get(record.TAG_SPEC_HASH, "")}  # fmt: skip
     (folder / _LINEAGE).write_text(json.dumps(lineage))

@@ -438,13 +438,6 @@ class Tracker:
         """Read one run back (status ``STALE`` as in :meth:`search`)."""
         return _record(self._client.get_run(run_id), self.stale_after_s)
 
-    def download_artifact(self, run_id: str, artifact_path: str, folder: Path) -> Path:
-        """Copy one artifact of a run to ``folder/artifact_path`` and return that path."""
-        folder = Path(folder)
-        target = folder / artifact_path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        return Path(self._client.download_artifacts(run_id, artifact_path, str(target.parent)))
-
     def metric_steps(self, run_id: str, key: str) -> set[int]:
         """The steps at which ``key`` was logged on a run (empty when never)."""
         return {metric.step for metric in self._client.get_metric_history(run_id, key)}
@@ -560,7 +553,7 @@ class Tracker:
             self._client.log_batch(run_id, params=entries[start : start + _PARAMS_PER_BATCH])
 
     def download_artifact(self, run_id: str, path: str, dst: Path) -> Path | None:
-        """Copy one artifact of a run into ``dst``; None when the run has no such artifact."""
+        """Copy one artifact of a run into ``dst`` (a file lands as ``dst/<its base name>``); None when the run has no such artifact."""
         from mlflow.exceptions import MlflowException
 
         Path(dst).mkdir(parents=True, exist_ok=True)

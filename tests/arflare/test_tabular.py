@@ -94,3 +94,19 @@ def test_sweeps_search_the_trees(ws):
     assert len(trials) == 2
     assert all(r.data.tags.get("arflare.trial_state") == "COMPLETE" and "val/tss" in r.data.metrics for r in trials)
     assert all("model.boosting.learning_rate" in r.data.params for r in trials)
+
+
+@pytest.mark.parametrize(("source", "reason"), [("exp2_basic_agu", "neither an experiment in this file nor a run id"),
+                                                ("exp7_physics_gbm", "is a model.kind 'physics' experiment")])
+def test_validate_checks_the_hybrid_source(tmp_path, capsys, source, reason):
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "experiments.yaml").read_text()
+    bad = tmp_path / "experiments.yaml"
+    bad.write_text(text.replace("embedding_from: exp2_basic_aug", f"embedding_from: {source}"))
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "experiments.exp8_hybrid.model.embedding_from" in err and reason in err
+    good = tmp_path / "good.yaml"
+    good.write_text(text.replace("embedding_from: exp2_basic_aug", f"embedding_from: {'a1' * 16}"))
+    assert main(["validate", str(good)]) == 0
