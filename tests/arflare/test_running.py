@@ -86,4 +86,4 @@ def test_record_and_lifecycle_import_neither_torch_nor_mlflow():
 def test_kinds_are_one_table():
     assert set(record.KINDS) >= {"train", "trial", "sweep"} and record.kind("train").resumable
     with pytest.raises(ValueError, match="known: train"):
-        record.kind("mine")
+        record.kind("no_such_kind")
