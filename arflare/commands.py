@@ -158,7 +158,7 @@ def check_embedding_sources(registry: Registry) -> None:
     Raises:
         RegistryError: listing every problem found.
     """
-    from arflare.sources import RUN_ID
+    from arflare.source_runs import is_run_id
 
     problems: list[Problem] = []
     for name, entry in registry.experiments.items():
@@ -167,7 +167,7 @@ def check_embedding_sources(registry: Registry) -> None:
         except RegistryError:
             continue  # reported by the loader's own checks
         source = spec.model.embedding_from
-        if spec.model.kind != "hybrid" or source is None or RUN_ID.fullmatch(source):
+        if spec.model.kind != "hybrid" or source is None or is_run_id(source):
             continue
         key = f"experiments.{name}.model.embedding_from"
         if source not in registry.experiments:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from arflare import record
 from arflare.errors import UsageError
-from arflare.sources import lineage_tags
+from arflare.source_runs import pinned_lineage
 from arflare.spec import RunSpec
 from registry.loader import flatten
 from registry.tracking import Tracker, git_state, heartbeat
@@ -165,7 +165,7 @@ def run_tags(plan: RunPlan, identity: Identity, *, with_spec_hash: bool = True) 
             record.TAG_SOURCE_NAME: f"arflare {record.kind(plan.kind).command} {plan.experiment}"}
     if with_spec_hash:
         tags[record.TAG_SPEC_HASH] = identity.spec_hash
-    tags.update(lineage_tags(plan.spec))  # a hybrid's source run; nothing for other kinds
+    tags.update(pinned_lineage(plan.spec))  # a hybrid's source run; nothing for other kinds
     if commit:
         tags[record.TAG_SOURCE_COMMIT] = commit
     return tags

@@ -1,4 +1,8 @@
-"""Hard negatives of a training spec, resolved: which runs they come from, their table, their digest.
+"""Lineage of runs built on other runs, and the hard negatives of a training spec, resolved.
+
+Every run that builds on SOURCE runs (hard negatives, a hybrid's embedding) records them in one
+tag, ``arflare.lineage`` (:func:`lineage_tags`): JSON with the spec field that named them, the
+sources as written mapped to the run ids they resolved to, and the details of that use.
 
 ``data.hard_negatives.from`` names SOURCEs (see :mod:`arflare.source_runs`). Before a run
 trains, :func:`resolve_hard_negatives` turns each into its FINISHED source run, mines the
@@ -20,6 +24,7 @@ import pandas as pd
 
 from arflare import hardneg, record
 
+HARD_NEGATIVES_FIELD = "data.hard_negatives.from"
 FPR_HARD = "fpr_hard"  # metric name: FPR on negatives the source models got wrong (val/fpr_hard, test/fpr_hard)
 
 
@@ -52,8 +57,8 @@ class HardNegativeSet:
     @property
     def tags(self) -> dict[str, str]:
         """``arflare.lineage``: sources (name -> run), mine runs and the table digest, as JSON."""
-        return {record.TAG_LINEAGE: json.dumps({"sources": dict(self.sources), "mine_runs": dict(self.mine_runs),
-                                         "digest": self.digest, "rows": len(self.table)}, sort_keys=True)}
+        return lineage_tags(HARD_NEGATIVES_FIELD, self.sources, mine_runs=dict(self.mine_runs), digest=self.digest,
+                            rows=len(self.table))
 
     @property
     def params(self) -> dict[str, str]:
@@ -73,6 +78,21 @@ class HardNegativeSet:
         val = self.split_metrics("val", datasets["val"], splits["val"], threshold)[FPR_HARD]
         test = self.split_metrics("test", datasets["test"], splits["test"], threshold)[FPR_HARD]
         return {record.best_val_metric(FPR_HARD): val, f"test/{FPR_HARD}": test}
+
+
+def lineage_tags(field: str, sources: Mapping, **details) -> dict[str, str]:
+    """The ``arflare.lineage`` tag of a run built on ``sources``.
+
+    Args:
+        field: The spec field that named them (``data.hard_negatives.from``, ``model.embedding_from``).
+        sources: ``{name as written: run id or RunRecord}``.
+        **details: What this use adds (mine runs, table digest and rows for hard negatives).
+
+    Returns:
+        ``{"arflare.lineage": JSON}`` with keys ``field``, ``sources`` (name -> run id) and the details.
+    """
+    ids = {name: getattr(run, "run_id", run) for name, run in sources.items()}
+    return {record.TAG_LINEAGE: json.dumps({"field": field, "sources": ids, **details}, sort_keys=True)}
 
 
 def check_sources(registry, plans, *, profile: str | None) -> None:

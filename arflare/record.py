@@ -32,8 +32,7 @@ __all__ = [
     "TAG_PROFILE", "TAG_SOURCE_COMMIT", "TAG_SOURCE_NAME", "TAG_SOURCE_TYPE", "TAG_USER", "TAG_RESUMED", "TAG_SPEC_HASH", "TAG_STUDY", "TAG_TRIAL_NUMBER", "TAG_TRIAL_STATE",
     "TAG_VERSION", "best_val_metric", "kind",
 ]
-__all__ += ["ARTIFACT_FEATURES", "ARTIFACT_IMPORTANCES", "ARTIFACT_MODEL", "TAG_SOURCE_EXPERIMENT",
-            "TAG_SOURCE_RUN", "TAG_SOURCE_SPEC_HASH"]  # the tree kinds and a hybrid's lineage
+__all__ += ["ARTIFACT_FEATURES", "ARTIFACT_IMPORTANCES", "ARTIFACT_MODEL"]  # the tree kinds
 
 # --- tags set on every run by the lifecycle
 TAG_KIND = "arflare.kind"  # one of KINDS
@@ -58,18 +57,16 @@ MLFLOW_RUN_FIELDS = (TAG_NOTE, TAG_SOURCE_NAME, TAG_SOURCE_TYPE, TAG_USER)
 # The data a run reads, logged as an MLflow dataset input (the UI's Datasets column): named by
 # its data root's folder, digest = arflare.data_fingerprint, in this context.
 DATASET_CONTEXT = "training"
-# --- lineage of a hybrid run (model.kind hybrid): the CNN run its embedding comes from
-TAG_SOURCE_RUN = "arflare.source_run"
-TAG_SOURCE_EXPERIMENT = "arflare.source_experiment"
-TAG_SOURCE_SPEC_HASH = "arflare.source_spec_hash"
 RUN_TAGS = (TAG_KIND, TAG_EXPERIMENT, TAG_GROUP, TAG_SPEC_HASH, TAG_CONFIG_HASH, TAG_DATA_FINGERPRINT,
             TAG_GIT_COMMIT, TAG_GIT_DIRTY, TAG_PROFILE, TAG_DESCRIPTION, TAG_VERSION, TAG_HEARTBEAT)
 
-# --- hard-negative mining (arflare mine) and the lineage of runs trained on its tables
+# --- hard-negative mining (arflare mine), and the lineage of runs built on other runs
 TAG_MINE_SOURCE = "arflare.mine.source"  # the run whose best checkpoint scored the split
 TAG_MINE_SPLIT = "arflare.mine.split"
 TAG_MINE_RULE = "arflare.mine.rule"  # score>=S, top=F, or threshold (the source run's own)
-TAG_LINEAGE = "arflare.lineage"  # JSON: hard-negative sources (name -> run), mine runs, table digest
+# JSON (arflare.lineage.lineage_tags): the field naming the sources, sources (name -> run id), details
+# (hard negatives: mine runs, table digest, rows); on hard-negative runs and hybrids alike
+TAG_LINEAGE = "arflare.lineage"
 
 # --- artifact paths inside a run
 ARTIFACT_SPEC = "spec.yaml"

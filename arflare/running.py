@@ -30,7 +30,7 @@ from arflare.lifecycle import (
     prepare_data,
 )
 from arflare.lineage import check_sources, resolve_hard_negatives
-from arflare.sources import pin_sources
+from arflare.source_runs import pin_sources
 from arflare.trainer import train
 from registry.loader import Registry, Run
 from registry.tracking import STALE, RunRecord, Tracker

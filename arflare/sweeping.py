@@ -56,7 +56,7 @@ def sweep(registry: Registry, name: str, *, profile: str | None, sets: Sequence[
     index = prepare_data(base.spec)  # generate/index once here, not in every worker
     if base.spec.model.kind == "hybrid":  # pin and fetch the source once, before any trial starts
         from arflare.commands import open_tracker
-        from arflare.sources import pin_sources
+        from arflare.source_runs import pin_sources
 
         base = replace(base, spec=pin_sources(base.spec, tracker=open_tracker(registry), profile=profile,
                                               data_fingerprint=index.fingerprint))  # fmt: skip

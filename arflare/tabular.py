@@ -101,7 +101,7 @@ def _design(spec: RunSpec, index: DataIndex, *, progress: bool) -> tuple[pd.Data
     groups = {name: [name] for name in FEATURE_COLUMNS}
     if spec.model.kind == "hybrid":
         from arflare.embedding import embed
-        from arflare.sources import source_files
+        from arflare.source_runs import source_files
 
         source = source_files(spec)
         embedding = embed(source.spec, source.weights, index, progress=progress)

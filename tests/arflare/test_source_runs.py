@@ -17,10 +17,12 @@ def tracker(tmp_path):
                    artifact_location=(tmp_path / "artifacts").as_uri())
 
 
-def _run(tracker, experiment, metrics, *, monitor="tss", profile="", kind="train", fail=False):
-    tags = {"arflare.experiment": experiment, "arflare.profile": profile, "arflare.kind": kind}
+def _run(tracker, experiment, metrics, *, monitor="tss", profile="", kind="train", fail=False, model="cnn", data="fp"):
+    tags = {"arflare.experiment": experiment, "arflare.profile": profile, "arflare.kind": kind,
+            "arflare.data_fingerprint": data}
+    params = {"eval": {"monitor": monitor}, "model": {"kind": model}}
     try:
-        with tracker.start_run(run_name=experiment, tags=tags, params={"eval": {"monitor": monitor}}) as handle:
+        with tracker.start_run(run_name=experiment, tags=tags, params=params) as handle:
             handle.log_metrics(metrics)
             if fail:
                 raise RuntimeError("boom")
@@ -35,11 +37,26 @@ def test_experiment_name_means_its_best_finished_training_run_of_the_profile(tra
     _run(tracker, "exp1", {"val/tss": 0.9}, fail=True)  # failed: never a source
     _run(tracker, "exp1", {"val/tss": 0.95}, profile="smoke")  # another profile
     _run(tracker, "exp1", {"val/tss": 0.99}, kind="mine")  # not a training run
+    physics = _run(tracker, "exp1", {"val/tss": 0.98}, model="physics")  # no CNN checkpoint to mine or embed
     assert resolve_source(tracker, "exp1").run_id == best
     assert resolve_source(tracker, best).run_id == best
     loss_best = _run(tracker, "exp2", {"val/loss": 0.2}, monitor="loss")
     _run(tracker, "exp2", {"val/loss": 0.5}, monitor="loss")
     assert resolve_source(tracker, "exp2").run_id == loss_best  # loss is minimised
+    with pytest.raises(SourceNotFound, match="model.kind physics"):
+        resolve_source(tracker, physics)
+
+
+def test_a_data_fingerprint_restricts_the_source_to_runs_on_that_data(tracker):
+    other = _run(tracker, "exp1", {"val/tss": 0.9}, data="other")
+    same = _run(tracker, "exp1", {"val/tss": 0.5}, data="fp")
+    assert resolve_source(tracker, "exp1").run_id == other  # mining scores the caller's data: any source data
+    assert resolve_source(tracker, "exp1", data_fingerprint="fp").run_id == same
+    with pytest.raises(SourceNotFound, match="trained on other data"):
+        resolve_source(tracker, other, data_fingerprint="fp", field="model.embedding_from")
+    with pytest.raises(SourceNotFound, match=r"model.embedding_from 'exp1' has no FINISHED run on this data "
+                                             r"\(fingerprint new\).*create it with: arflare run exp1"):
+        resolve_source(tracker, "exp1", data_fingerprint="new", field="model.embedding_from")
 
 
 def test_missing_source_says_which_command_creates_it(tracker):

@@ -74,8 +74,8 @@ def test_hybrid_uses_the_best_source_run_and_tags_its_lineage(ws, tmp_path, caps
     (run,) = ws.runs("exp8_hybrid")
     assert run.info.status == "FINISHED"
     assert run.data.params["model.embedding_from"] == source.info.run_id  # pinned: the hash follows the source
-    assert run.data.tags["arflare.source_run"] == source.info.run_id
-    assert run.data.tags["arflare.source_experiment"] == "exp2_basic_aug"
+    lineage = json.loads(run.data.tags["arflare.lineage"])  # the same tag scheme as hard negatives
+    assert lineage == {"field": "model.embedding_from", "sources": {"exp2_basic_aug": source.info.run_id}}
     features = json.loads(open(_download(ws, run, "features.json", tmp_path)).read())
     embedding = [c for c in features["columns"] if c.startswith("cnn_")]
     assert embedding and features["columns"][: len(FEATURE_COLUMNS)] == list(FEATURE_COLUMNS)
