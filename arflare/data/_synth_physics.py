@@ -161,9 +161,11 @@ def _flare_rate(tracks: dict[str, np.ndarray], productivity: float,
     unsigned = np.abs(f).sum(axis=1)
     increase = np.zeros_like(unsigned)
     increase[30:] = np.clip(unsigned[30:] - unsigned[:-30], 0, None)
-    raw = productivity * (RATE_QUIET + RATE_R * r_value / R0 + emergence_gain * RATE_EMERGENCE * increase / EMERGENCE_SCALE)
+    static = productivity * (RATE_QUIET + RATE_R * r_value / R0)  # what the configuration at t alone implies
+    raw = static + productivity * emergence_gain * RATE_EMERGENCE * increase / EMERGENCE_SCALE
     rate = RATE_MAX * -np.expm1(-raw / RATE_MAX)  # soft saturation: even a monster AR has a finite rate
-    return {"rate": rate, "r_value": r_value, "unsigned_flux": unsigned, "flux_increase_6h": increase}
+    return {"rate": rate, "rate_no_change": RATE_MAX * -np.expm1(-static / RATE_MAX), "r_value": r_value,
+            "unsigned_flux": unsigned, "flux_increase_6h": increase}
 
 
 def _draw_flares(rng: np.random.Generator, rate: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -198,7 +200,7 @@ def _m_rate(rate: np.ndarray) -> np.ndarray:
     return rate * np.minimum(1.0, (scale / 10) ** (GOES_INDEX - 1))
 
 
-def oracle_probabilities(rate: np.ndarray, n_frames: int) -> dict[str, np.ndarray]:
+def oracle_probabilities(rate: np.ndarray, n_frames: int, rate_no_change: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The two oracles' probabilities of a >= C (and >= M) flare in (t, t + 24 h] for every frame.
 
     ``*_future`` is the upper bound that knows the future: 1 - exp(-integral of the latent
@@ -206,10 +208,15 @@ def oracle_probabilities(rate: np.ndarray, n_frames: int) -> dict[str, np.ndarra
     not emerged yet. ``*_present`` may know only what is determined at t: the latent rate at t
     (the AR's R-value and its 6 h flux increase up to t, times its hidden productivity), held
     constant for 24 h: 1 - exp(-rate(t) * 1 day). It never reads ``rate`` after frame t.
+    ``p_label_present_no_change`` (when ``rate_no_change`` is given) is the same oracle without
+    the emergence term: what the configuration at t (R-value, productivity) implies, blind to
+    change. The gap between the two present oracles is the skill within reach that needs time
+    order: the strength of the set's temporal signal.
 
     Args:
         rate: Latent >= C flare rate per day at every step from the first frame on; at least
             ``n_frames + STEPS_PER_DAY`` steps for the future oracle.
+        rate_no_change: The same rate without its emergence term (``_flare_rate``'s ``rate_no_change``).
         n_frames: Frames to score.
     """
     out = {}
@@ -218,15 +225,18 @@ def oracle_probabilities(rate: np.ndarray, n_frames: int) -> dict[str, np.ndarra
         integral = hazard[STEPS_PER_DAY : STEPS_PER_DAY + n_frames] - hazard[:n_frames]
         out[f"p_label{suffix}_future"] = -np.expm1(-integral)
         out[f"p_label{suffix}_present"] = -np.expm1(-per_day[:n_frames])  # 24 h = 1 day at the present rate
+    if rate_no_change is not None:
+        out["p_label_present_no_change"] = -np.expm1(-rate_no_change[:n_frames])
     return out
 
 
-def _labels(n_frames: int, rate: np.ndarray, steps: np.ndarray, flux: np.ndarray) -> dict[str, np.ndarray]:
-    """Largest flare in (t, t + 24 h] per frame, and both oracles' probabilities of it."""
+def _labels(n_frames: int, latent: dict[str, np.ndarray], steps: np.ndarray, flux: np.ndarray) -> dict[str, np.ndarray]:
+    """Largest flare in (t, t + 24 h] per frame, and the oracles' probabilities of it."""
+    rate = latent["rate"]
     step_max = np.zeros(rate.size)
     np.maximum.at(step_max, steps, flux)
     window = np.lib.stride_tricks.sliding_window_view(step_max, STEPS_PER_DAY)[:n_frames]
-    return {"largest": window.max(axis=1), **oracle_probabilities(rate, n_frames)}
+    return {"largest": window.max(axis=1), **oracle_probabilities(rate, n_frames, latent["rate_no_change"])}
 
 
 @dataclass
@@ -276,7 +286,7 @@ def simulate(index: int, *, seed: int, hours: float | None, activity: float = 1.
     start = START + timedelta(minutes=12 * (index * 2 * STEPS_PER_DAY + int(rng.integers(0, STEPS_PER_DAY))))
     flares = [(start + timedelta(minutes=12 * int(k), seconds=int(s)), float(f))
               for k, s, f in zip(steps, seconds, flux)]
-    labels = _labels(n_frames, latent["rate"], steps, flux)
+    labels = _labels(n_frames, latent, steps, flux)
     return Region(ar=str(11000 + index), kind=kind, start=start, n_frames=n_frames, tracks=tracks,
                   latent=latent, labels=labels, flares=flares, noise_seed=noise_seq)
 

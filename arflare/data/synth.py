@@ -36,10 +36,11 @@ __all__ = [
     "simulate", "VERSION", "DEFAULT_ARS", "ORACLE_COLUMNS", "oracle_probabilities",
 ]
 
-VERSION = 2  # 2: the oracle columns p_label(_m)_future (was p_label(_m)) and p_label(_m)_present
+VERSION = 3  # 2: the oracle columns p_label(_m)_future (was p_label(_m)) and p_label(_m)_present; 3: p_label_present_no_change
 # ground_truth.parquet's oracle columns: "future" is an upper bound that knows the next 24 h of the
 # latent rate; "present" knows only the rate at t (see _synth_physics.oracle_probabilities).
-ORACLE_COLUMNS = ("p_label_future", "p_label_present", "p_label_m_future", "p_label_m_present")
+# "present_no_change" is the present oracle without the emergence term (blind to change).
+ORACLE_COLUMNS = ("p_label_future", "p_label_present", "p_label_m_future", "p_label_m_present", "p_label_present_no_change")
 DEFAULT_ARS = 60  # ~14k frames at 64 px: the smallest set whose baselines are stable; a CPU demo
 
 
@@ -207,7 +208,8 @@ def generate(out_dir: Path, *, ars: int = DEFAULT_ARS, size: int = 64, seed: int
     v along rows), ``ground_truth.parquet`` (per frame: latent ``flare_rate`` per day, the
     oracles ``p_label_future`` = 1 - exp(-integral of the rate over (t, t+24 h]), an upper bound
     that knows the future, and ``p_label_present`` = 1 - exp(-rate(t) * 1 day), which knows only
-    the present rate, both also for >= M as ``p_label_m_*``; ``label``, ``reg_label``,
+    the present rate, both also for >= M as ``p_label_m_*``, and ``p_label_present_no_change``,
+    the present oracle blind to change (without the emergence term); ``label``, ``reg_label``,
     ``hard_negative``, ...), ``flares.parquet`` (every flare's peak time and flux) and
     ``synth.json`` (parameters and summary). Everything is written to a hidden temp folder
     beside ``out_dir`` and renamed at the end, so an interrupted run leaves no data set.

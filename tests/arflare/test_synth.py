@@ -98,6 +98,14 @@ def test_present_oracle_is_the_present_rate_held_for_a_day(tiny):
     np.testing.assert_allclose(truth["p_label_present"], 1 - np.exp(-truth["flare_rate"]), rtol=1e-12)
 
 
+def test_no_change_oracle_is_the_present_one_without_the_emergence_term(tiny):
+    truth = pd.read_parquet(tiny / "ground_truth.parquet")
+    still = truth["flux_increase_6h"] == 0  # no emergence in the last 6 h: nothing for change to add
+    np.testing.assert_allclose(truth.loc[still, "p_label_present_no_change"], truth.loc[still, "p_label_present"])
+    assert (truth.loc[~still, "p_label_present_no_change"] < truth.loc[~still, "p_label_present"]).all()
+    assert (~still).any()
+
+
 def test_present_oracle_never_uses_anything_after_t():
     """Change an AR's future (its poles after step t, hence its rate): the present oracle up to t is unchanged."""
     from arflare.data._synth_physics import HISTORY_STEPS, STEPS_PER_DAY, _flare_rate
@@ -111,9 +119,9 @@ def test_present_oracle_never_uses_anything_after_t():
     rng = np.random.default_rng(0)
     future["flux"][cut:] *= rng.uniform(0.2, 5.0, size=future["flux"][cut:].shape)  # emergence, decay
     future["x"][cut:] += rng.normal(0, 0.05, size=future["x"][cut:].shape)  # and motion
-    before, after = (synth.oracle_probabilities(_flare_rate(tracks, productivity)["rate"][HISTORY_STEPS:], n)
-                     for tracks in (region.tracks, future))
-    for name in ("p_label_present", "p_label_m_present"):
+    latents = [{k: v[HISTORY_STEPS:] for k, v in _flare_rate(tracks, productivity).items()} for tracks in (region.tracks, future)]
+    before, after = (synth.oracle_probabilities(latent["rate"], n, latent["rate_no_change"]) for latent in latents)
+    for name in ("p_label_present", "p_label_m_present", "p_label_present_no_change"):
         np.testing.assert_array_equal(before[name][: t + 1], after[name][: t + 1])
         assert not np.allclose(before[name][t + 1 :], after[name][t + 1 :])  # the perturbation is real
     # ... while the upper bound does look ahead: frames within 24 h before the change see it.
