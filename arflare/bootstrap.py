@@ -34,7 +34,7 @@ class _Clusters:
 
     n_clusters: int
     pos_pred: np.ndarray  # (K, 4): tp, fp, fn, tn counts per AR at the threshold
-    brier: np.ndarray  # (K, 3): frames, positives, sum of squared errors per AR
+    brier: np.ndarray  # (K, 3): frames, positives, sum of squared errors per AR (corrected probabilities)
     pos_by_group: np.ndarray  # (K, G): positives per AR in each tie group of scores, descending
     neg_by_group: np.ndarray  # (K, G): negatives per AR in each tie group
 
@@ -45,7 +45,10 @@ def cluster_index(ars: ArrayLike) -> np.ndarray:
     return inverse.ravel()
 
 
-def _clusters(labels: np.ndarray, scores: np.ndarray, cluster: np.ndarray, threshold: float) -> _Clusters:
+def _clusters(labels: np.ndarray, scores: np.ndarray, cluster: np.ndarray, threshold: float,
+              keep_rate: float | None = None) -> _Clusters:
+    from arflare.calibration import correct_probability
+
     k = int(cluster.max()) + 1
     y = labels.astype(bool)
     pred = scores >= threshold
@@ -53,7 +56,8 @@ def _clusters(labels: np.ndarray, scores: np.ndarray, cluster: np.ndarray, thres
     pos_pred = np.zeros((k, 4))
     np.add.at(pos_pred, cluster, cells)
     brier = np.zeros((k, 3))
-    np.add.at(brier, cluster, np.stack([np.ones_like(scores), y.astype(float), (scores - y) ** 2], axis=1))
+    np.add.at(brier, cluster, np.stack([np.ones_like(scores), y.astype(float),
+                                                  (correct_probability(scores, keep_rate) - y) ** 2], axis=1))
     # Tie groups of scores, highest first: an ROC/PR operating point admits a whole group.
     distinct, group = np.unique(-scores, return_inverse=True)
     pos_by_group = np.zeros((k, distinct.size), dtype=np.float64)
@@ -143,7 +147,7 @@ def _prepare(labels: ArrayLike, scores: ArrayLike, ars: ArrayLike) -> tuple[np.n
 
 def bootstrap_intervals(labels: ArrayLike, scores: ArrayLike, ars: ArrayLike, *, threshold: float,
                         n_resamples: int = DEFAULT_RESAMPLES, level: float = DEFAULT_LEVEL,
-                        seed: int = 0) -> dict[str, Interval]:
+                        seed: int = 0, keep_rate: float | None = None) -> dict[str, Interval]:
     """Percentile intervals of the skill scores under an AR cluster bootstrap.
 
     Args:
@@ -154,6 +158,8 @@ def bootstrap_intervals(labels: ArrayLike, scores: ArrayLike, ars: ArrayLike, *,
         n_resamples: Number of bootstrap resamples.
         level: Coverage of the interval (0.95: the 2.5th and 97.5th percentiles).
         seed: Seed of the resampling; the same inputs and seed give the same interval.
+        keep_rate: The run's training odds factor: BSS is scored on the probabilities corrected
+            with it, as the logged ``{split}/bss`` is (the other metrics do not depend on it).
 
     Returns:
         ``{name: Interval}`` for each of BOOTSTRAP_METRICS. Resamples that hold a single class
@@ -161,7 +167,7 @@ def bootstrap_intervals(labels: ArrayLike, scores: ArrayLike, ars: ArrayLike, *,
         ``n_valid``.
     """
     y, s, cluster = _prepare(labels, scores, ars)
-    c = _clusters(y, s, cluster, threshold)
+    c = _clusters(y, s, cluster, threshold, keep_rate)
     estimate = _scores(c, np.ones((1, c.n_clusters)))
     draws = _resampled(c, _weights(c.n_clusters, n_resamples, seed))
     out = {}
@@ -186,7 +192,8 @@ class PairedDifference:
 
 def paired_bootstrap(labels: ArrayLike, scores_a: ArrayLike, scores_b: ArrayLike, ars: ArrayLike, *,
                      threshold_a: float, threshold_b: float, n_resamples: int = DEFAULT_RESAMPLES,
-                     level: float = DEFAULT_LEVEL, seed: int = 0) -> dict[str, PairedDifference]:
+                     level: float = DEFAULT_LEVEL, seed: int = 0, keep_rate_a: float | None = None,
+                     keep_rate_b: float | None = None) -> dict[str, PairedDifference]:
     """Difference of two runs' skill on the same frames, with the same AR resamples for both.
 
     The p-value tests "no difference" by shifting the bootstrap distribution of the difference
@@ -203,13 +210,16 @@ def paired_bootstrap(labels: ArrayLike, scores_a: ArrayLike, scores_b: ArrayLike
         n_resamples: Number of bootstrap resamples.
         level: Coverage of the interval.
         seed: Seed of the resampling.
+        keep_rate_a: Run A's training odds factor (its BSS uses corrected probabilities).
+        keep_rate_b: Run B's.
 
     Returns:
         ``{name: PairedDifference}`` for each of BOOTSTRAP_METRICS.
     """
     y, s_a, cluster = _prepare(labels, scores_a, ars)
     _, s_b, _ = _prepare(labels, scores_b, ars)
-    c_a, c_b = _clusters(y, s_a, cluster, threshold_a), _clusters(y, s_b, cluster, threshold_b)
+    c_a = _clusters(y, s_a, cluster, threshold_a, keep_rate_a)
+    c_b = _clusters(y, s_b, cluster, threshold_b, keep_rate_b)
     ones = np.ones((1, c_a.n_clusters))
     point_a, point_b = _scores(c_a, ones), _scores(c_b, ones)
     weights = _weights(c_a.n_clusters, n_resamples, seed)
@@ -230,7 +240,7 @@ def paired_bootstrap(labels: ArrayLike, scores_a: ArrayLike, scores_b: ArrayLike
 
 
 def interval_metrics(predictions: Mapping[str, object], *, threshold: float, n_resamples: int = DEFAULT_RESAMPLES,
-                     seed: int = 0) -> tuple[dict[str, float], dict[str, object]]:
+                     seed: int = 0, keep_rate: float | None = None) -> tuple[dict[str, float], dict[str, object]]:
     """Intervals of every split's predictions, as metrics to log and a ``bootstrap.json`` body.
 
     Args:
@@ -239,6 +249,7 @@ def interval_metrics(predictions: Mapping[str, object], *, threshold: float, n_r
         threshold: The run's fixed threshold.
         n_resamples: Number of resamples.
         seed: Seed of the resampling.
+        keep_rate: The run's training odds factor (BSS on corrected probabilities).
 
     Returns:
         ``({"test/tss_lo": ..., "test/tss_hi": ..., ...}, json body)``.
@@ -246,10 +257,12 @@ def interval_metrics(predictions: Mapping[str, object], *, threshold: float, n_r
     metrics: dict[str, float] = {}
     body: dict[str, object] = {"method": "AR cluster bootstrap, percentile interval, threshold fixed",
                                "level": DEFAULT_LEVEL, "n_resamples": n_resamples, "seed": seed,
-                               "threshold": threshold, "splits": {}}
+                               "threshold": threshold, "keep_rate": keep_rate,
+                               "bss_probabilities": "raw" if keep_rate is None else "corrected: odds x keep_rate",
+                               "splits": {}}
     for split, table in predictions.items():
         found = bootstrap_intervals(table["label"], table["score"], table["ar"], threshold=threshold,
-                                    n_resamples=n_resamples, seed=seed)
+                                    n_resamples=n_resamples, seed=seed, keep_rate=keep_rate)
         for name, interval in found.items():
             metrics[f"{split}/{name}_lo"] = interval.lo
             metrics[f"{split}/{name}_hi"] = interval.hi
@@ -260,7 +273,7 @@ def interval_metrics(predictions: Mapping[str, object], *, threshold: float, n_r
 
 
 def report_intervals(reporter, prediction_files: Mapping[str, object], *, threshold: float,
-                     n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> dict[str, float]:
+                     n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0, keep_rate: float | None = None) -> dict[str, float]:
     """Log ``{split}/{name}_lo|_hi`` and ``bootstrap.json`` for a run's prediction files.
 
     The one call the end of a run makes; ``reporter`` needs ``log_metrics`` and ``log_dict``.
@@ -268,7 +281,8 @@ def report_intervals(reporter, prediction_files: Mapping[str, object], *, thresh
     import pandas as pd
 
     tables = {split: pd.read_parquet(path, columns=["ar", "label", "score"]) for split, path in prediction_files.items()}
-    metrics, body = interval_metrics(tables, threshold=threshold, n_resamples=n_resamples, seed=seed)
+    metrics, body = interval_metrics(tables, threshold=threshold, n_resamples=n_resamples, seed=seed,
+                                     keep_rate=keep_rate)
     reporter.log_metrics(metrics)
     reporter.log_dict(body, "bootstrap.json")
     return metrics

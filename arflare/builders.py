@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader
 
+from arflare.calibration import training_keep_rate
 from arflare.data.augment import AugmentParams
 from arflare.data.datasets import FlareDataset
 from arflare.data.index import DataIndex
@@ -88,6 +89,8 @@ class Components:
     """Everything a run trains with, built once from the spec by :func:`build_components`.
 
     ``generators`` are the loaders' own random generators (saved in ``last.pt`` to resume).
+    ``keep_rate`` is the odds factor of the training mix (sampler and loss weights), with which
+    calibration metrics correct the probabilities; None when training saw the true class mix.
     """
 
     model: torch.nn.Module
@@ -99,6 +102,7 @@ class Components:
     scheduler: object  # timm CosineLRScheduler (state_dict / load_state_dict / step_update)
     mixup: object | None
     steps_per_epoch: int
+    keep_rate: float | None = None
 
 
 def build_components(spec: RunSpec, index: DataIndex, device: torch.device, *, hard_table=None) -> Components:
@@ -118,7 +122,8 @@ def build_components(spec: RunSpec, index: DataIndex, device: torch.device, *, h
     optimizer, scheduler = build_optimizer(spec, model, steps_per_epoch=steps)
     return Components(model=model, datasets=datasets, loaders=loaders, generators=generators,
                       loss=build_loss_from_spec(spec).to(device), optimizer=optimizer, scheduler=scheduler,
-                      mixup=build_mixup_from_spec(spec), steps_per_epoch=steps)
+                      mixup=build_mixup_from_spec(spec), steps_per_epoch=steps,
+                      keep_rate=training_keep_rate(loaders["train"].sampler.negative_keep_rate(), spec.train.class_weights))
 
 
 def build_loaders(spec: RunSpec, datasets: dict[str, FlareDataset], *, pin_memory: bool, hard_table=None

@@ -49,16 +49,34 @@ def negative_keep_rate(balance: str, keep_negative_prob: float, *, n_pos: int | 
     raise ValueError(f"Unknown balance {balance!r}; available: none, prob, fixed, weights")
 
 
+def training_keep_rate(sample_rate: float | None, class_weights: tuple[float, float] | None = None) -> float | None:
+    """The odds factor q of a training run: true odds = model odds × q, or None when q = 1.
+
+    Args:
+        sample_rate: expected draws of a negative per expected draws of a positive in an epoch
+            (:meth:`arflare.data.sampling.BalancedSampler.negative_keep_rate`; hard negatives drawn
+            more often raise it), or None for a set used as it is.
+        class_weights: ``(negative, positive)`` loss weights (``train.class_weights``): a weighted
+            cross-entropy learns odds × w_pos / w_neg, so q is multiplied by w_neg / w_pos.
+    """
+    q = 1.0 if sample_rate is None else float(sample_rate)
+    if class_weights is not None:
+        q *= float(class_weights[0]) / float(class_weights[1])
+    return None if abs(q - 1.0) < 1e-12 else q
+
+
 def correct_probability(scores: ArrayLike, keep_rate: float | None) -> np.ndarray:
-    """Map probabilities learnt on a negatives-thinned set back to the true base rate.
+    """Map probabilities learnt on a rebalanced set back to the true base rate.
 
     ``p' = q p / (q p + 1 - p)``, i.e. odds × q. ``keep_rate`` None returns the scores unchanged.
+    q < 1 for negatives thinned (the usual case); q > 1 when negatives were drawn more often than
+    positives (hard negatives over-sampled without thinning).
     """
     p = np.asarray(scores, dtype=float)
     if keep_rate is None:
         return p
-    if not 0 < keep_rate <= 1:
-        raise ValueError(f"keep_rate must be in (0, 1]; got {keep_rate}")
+    if not 0 < keep_rate < np.inf:
+        raise ValueError(f"keep_rate must be a positive number; got {keep_rate}")
     return keep_rate * p / (keep_rate * p + (1.0 - p))
 
 
@@ -73,11 +91,13 @@ def brier_skill(y_true: ArrayLike, scores: ArrayLike) -> tuple[float, float]:
 def calibration_metrics(y_true: ArrayLike, scores: ArrayLike, keep_rate: float | None) -> dict[str, float]:
     """Brier and BSS of the corrected probabilities, plus the raw model's as ``*_raw``.
 
-    With ``keep_rate`` None the corrected and raw values are the same numbers.
+    The rows of the metric table that a run logs as ``{split}/brier``, ``bss``, ``brier_raw``,
+    ``bss_raw``. With ``keep_rate`` None the corrected and raw values are the same numbers.
     """
-    brier, bss = brier_skill(y_true, correct_probability(scores, keep_rate))
-    brier_raw, bss_raw = brier_skill(y_true, scores)
-    return {"brier": brier, "bss": bss, "brier_raw": brier_raw, "bss_raw": bss_raw}
+    from arflare.metrics import probability_metrics
+
+    found = probability_metrics(y_true, scores, keep_rate=keep_rate)
+    return {name: found[name] for name in ("brier", "bss", "brier_raw", "bss_raw")}
 
 
 @dataclass(frozen=True)

@@ -166,7 +166,8 @@ def _build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("names", nargs="+", metavar="NAME", help="experiments to compare (arflare list shows them)")
     cmd.add_argument("--out", "-o", type=Path, default=Path("report.html"), metavar="FILE", help="default: report.html")
     cmd.add_argument("--metric", default="tss", help="ranking metric, as for compare (default tss)")
-    cmd.add_argument("--split", choices=("test", "val"), default="test", help="which split ranks runs (default test)")
+    cmd.add_argument("--split", choices=("val", "test"), default="val",
+                     help="split that ranks (default val, as compare; test ranks on test and the page says so)")
     add("synth", None, "write the synthetic AR-flares data set (same format as the real shards; arflare synth --help)",
         "arflare synth --out data/synthetic --ars 60 --size 64 --seed 0", parents=())
     cmd = add("index", _cmd_index, "index shards (cached outside the data root) and print per-split statistics",

@@ -54,8 +54,9 @@ def open_tracker(registry: Registry, *, stale_after: float | None = None) -> Tra
 def list_experiments(registry: Registry) -> str:
     """A table of declared experiments with their run counts (read without importing mlflow)."""
     uri = resolve_tracking_uri(registry.path.parent)
-    counts = count_runs(uri, experiment=registry.project)
-    stale = count_runs(uri, experiment=registry.project, stale_after_s=stale_after_s())
+    trained = (record.TAG_KIND, record.training_kinds())  # mine runs and sweep parents train nothing
+    counts = count_runs(uri, experiment=registry.project, tag_filter=trained)
+    stale = count_runs(uri, experiment=registry.project, stale_after_s=stale_after_s(), tag_filter=trained)
     rows = [("NAME", "EXTENDS", "RUNS", "DESCRIPTION")]
     for name, entry in registry.experiments.items():
         expanded = len(registry.expand(name))

@@ -190,6 +190,7 @@ def compare_paired(registry, a: str, b: str, *, metric: str = "tss", fmt: str = 
 
     from arflare.bootstrap import BOOTSTRAP_METRICS, paired_bootstrap
     from arflare.commands import open_tracker
+    from arflare.record import METRIC_KEEP_RATE
     from registry._compare_render import render_grid
 
     tracker = open_tracker(registry)
@@ -207,7 +208,9 @@ def compare_paired(registry, a: str, b: str, *, metric: str = "tss", fmt: str = 
                          f"with the same labels ({len(frames[0])} vs {len(frames[1])} frames, {len(joined)} shared)")
     thresholds = [_threshold(run) for run in (run_a, run_b)]
     found = paired_bootstrap(joined["label_a"], joined["score_a"], joined["score_b"], joined["ar_a"],
-                             threshold_a=thresholds[0], threshold_b=thresholds[1], n_resamples=resamples)
+                             threshold_a=thresholds[0], threshold_b=thresholds[1], n_resamples=resamples,
+                             keep_rate_a=run_a.metrics.get(METRIC_KEEP_RATE),
+                             keep_rate_b=run_b.metrics.get(METRIC_KEEP_RATE))  # BSS as each run logged it
     negatives = int((joined["label_a"] == 0).sum())
     found = {name: d for name, d in found.items() if not unmeasurable(name, negatives=negatives, split="test")}
     if fmt in ("json", "csv"):

@@ -56,6 +56,7 @@ class Evaluation:
     best_epoch: int
     epochs_run: int
     history: dict[str, list[float]] = field(default_factory=dict)
+    keep_rate: float | None = None  # odds factor of the training mix: calibration metrics, figures, intervals
 
 
 @torch.no_grad()
@@ -92,21 +93,30 @@ def choose_threshold(spec: RunSpec, split: SplitScores) -> tuple[float, bool]:
         return skill.choose_threshold(split.labels, split.scores, metric=spec.eval.threshold_metric), False
 
 
-def split_metrics(split: SplitScores, threshold: float) -> dict[str, float]:
-    """Loss plus every skill score of one split at ``threshold``."""
-    return {"loss": split.loss, **skill.evaluate(split.labels, split.scores, threshold=threshold)}
+def split_metrics(split: SplitScores, threshold: float, keep_rate: float | None = None) -> dict[str, float]:
+    """Loss plus every skill score of one split at ``threshold``.
+
+    ``keep_rate`` (the training mix's odds factor, ``Components.keep_rate``) corrects the
+    probabilities that ``brier`` and ``bss`` score; ``brier_raw``/``bss_raw`` keep the raw ones.
+    """
+    return {"loss": split.loss, **skill.evaluate(split.labels, split.scores, threshold=threshold, keep_rate=keep_rate)}
 
 
 def evaluate(model: torch.nn.Module, loaders: Mapping, loss_fn: torch.nn.Module, device: torch.device, *,
              threshold: float, threshold_meets_constraints: bool, best_epoch: int, epochs_run: int,
-             history: dict[str, list[float]]) -> Evaluation:
+             history: dict[str, list[float]], keep_rate: float | None = None) -> Evaluation:
     """Score ``model`` (already holding the best weights) on val, then test once with val's ``threshold``."""
     splits = {split: predict(model, loaders[split], loss_fn, device) for split in ("val", "test")}
-    metrics = {record.best_val_metric(name): value for name, value in split_metrics(splits["val"], threshold).items()}
-    metrics.update({f"test/{name}": value for name, value in split_metrics(splits["test"], threshold).items()})
-    return Evaluation(splits=splits, metrics=metrics, threshold=threshold,
+    return Evaluation(splits=splits, metrics=final_metrics(splits, threshold, keep_rate), threshold=threshold,
                       threshold_meets_constraints=threshold_meets_constraints, best_epoch=best_epoch,
-                      epochs_run=epochs_run, history=history)
+                      epochs_run=epochs_run, history=history, keep_rate=keep_rate)
+
+
+def final_metrics(splits: Mapping[str, SplitScores], threshold: float, keep_rate: float | None) -> dict[str, float]:
+    """``best/val_<m>`` and ``test/<m>`` of the best checkpoint, at val's threshold."""
+    metrics = {record.best_val_metric(k): v for k, v in split_metrics(splits["val"], threshold, keep_rate).items()}
+    metrics.update({f"test/{k}": v for k, v in split_metrics(splits["test"], threshold, keep_rate).items()})
+    return metrics
 
 
 def report(evaluation: Evaluation, *, spec: RunSpec, datasets: Mapping, reporter: Reporter, out_dir: Path,
@@ -114,17 +124,21 @@ def report(evaluation: Evaluation, *, spec: RunSpec, datasets: Mapping, reporter
     """Send a finished run's results to ``reporter``: the one place final results are written.
 
     Metrics ``best/val_<m>`` and ``test/<m>`` at step = best epoch (the per-epoch ``val/<m>``
-    histories are left alone), ``best_epoch`` and ``threshold``, then ``metrics.json``,
-    ``predictions/{val,test}.parquet`` and, with ``eval.plots``, the figures (captioned with ``run_name``).
+    histories are left alone; ``brier``/``bss`` on probabilities corrected with ``keep_rate``,
+    ``brier_raw``/``bss_raw`` on the model's own), ``best_epoch``, ``threshold`` and ``keep_rate``
+    (when training was rebalanced), then ``metrics.json``, ``predictions/{val,test}.parquet``,
+    the AR-bootstrap intervals and, with ``eval.plots``, the figures (captioned with ``run_name``).
     """
-    from arflare.calibration import negative_keep_rate
     from arflare.bootstrap import report_intervals
     from arflare.reports import write_plots, write_predictions
 
     ev = evaluation
     reporter.log_metrics(ev.metrics, step=ev.best_epoch)
-    reporter.log_metrics({"best_epoch": ev.best_epoch, "threshold": ev.threshold})
-    reporter.log_dict({"metrics": ev.metrics, "threshold": ev.threshold,
+    summary = {"best_epoch": ev.best_epoch, "threshold": ev.threshold}
+    if ev.keep_rate is not None:
+        summary[record.METRIC_KEEP_RATE] = ev.keep_rate
+    reporter.log_metrics(summary)
+    reporter.log_dict({"metrics": ev.metrics, "threshold": ev.threshold, "keep_rate": ev.keep_rate,
                        "threshold_meets_constraints": ev.threshold_meets_constraints, "best_epoch": ev.best_epoch,
                        "epochs_run": ev.epochs_run, "history": ev.history}, record.ARTIFACT_METRICS)
     files = {}
@@ -132,14 +146,12 @@ def report(evaluation: Evaluation, *, spec: RunSpec, datasets: Mapping, reporter
         files[split] = write_predictions(datasets[split], scores.indices, scores.labels, scores.scores,
                                          out_dir / record.PREDICTIONS / f"{split}.parquet")
         reporter.log_artifact(files[split], record.PREDICTIONS)
-    report_intervals(reporter, files, threshold=ev.threshold)  # {split}/{m}_lo|_hi and bootstrap.json
+    # {split}/{m}_lo|_hi and bootstrap.json; BSS resampled on the same corrected probabilities
+    report_intervals(reporter, files, threshold=ev.threshold, keep_rate=ev.keep_rate)
     if spec.eval.plots:
-        train_labels = np.asarray(datasets["train"].labels)
-        keep_rate = negative_keep_rate(spec.data.balance, spec.data.keep_negative_prob,
-                                       n_pos=int(train_labels.sum()), n_neg=int((train_labels == 0).sum()))
         val, test = ev.splits["val"], ev.splits["test"]
         for path in write_plots(out_dir / record.PLOTS, run_name=run_name, history=ev.history,
                                 best_epoch=ev.best_epoch, monitor=spec.eval.monitor, val=(val.labels, val.scores),
                                 test=(test.labels, test.scores), threshold=ev.threshold,
-                                min_flare_class=spec.data.min_flare_class, keep_rate=keep_rate):
+                                min_flare_class=spec.data.min_flare_class, keep_rate=ev.keep_rate):
             reporter.log_artifact(path, record.PLOTS)

@@ -52,7 +52,7 @@ class HardNegativeSet:
     @property
     def fingerprint(self) -> str:
         """What enters the spec hash beside the data fingerprint: source runs and table digest."""
-        return f"hardneg:{','.join(sorted(set(self.sources.values())))}:{self.digest}"
+        return hard_fingerprint(self.sources.values(), self.digest)
 
     @property
     def tags(self) -> dict[str, str]:
@@ -130,6 +130,46 @@ def resolve_hard_negatives(tracker, spec, *, registry_dir: Path, profile: str | 
     return HardNegativeSet(table=table, digest=hardneg.table_digest(table), weight=config.weight,
                            sources={name: source.run_id for name, source in records.items()},
                            mine_runs={r.source_run: r.run_id for r in results}, wrong=wrong)
+
+
+def hard_fingerprint(source_runs, digest: str) -> str:
+    """The spec-hash input of a run's hard negatives: its source run ids and the merged table's digest."""
+    return f"hardneg:{','.join(sorted(set(source_runs)))}:{digest}"
+
+
+def plan_hard_negatives(tracker, spec, *, profile: str | None, known: Sequence[str] = ()) -> tuple[str | None, list[str]]:
+    """What ``arflare run --dry-run`` can know of a spec's hard negatives, mining nothing.
+
+    Returns:
+        ``(fingerprint, lines)``: the spec-hash input a real run would use (None while a source
+        still has to be mined: the table's digest is not known before) and one line per source.
+
+    Raises:
+        arflare.source_runs.SourceNotFound: a source has no FINISHED run.
+    """
+    import tempfile
+
+    from arflare.mining import find_mine, read_mined_table
+
+    config = spec.data.hard_negatives
+    records = resolve_sources(tracker, config.from_, profile=profile, known=known)
+    rule = hardneg.MineRule(min_score=config.min_score, top_fraction=config.top_fraction)
+    names = {run_id: [n for n, r in records.items() if r.run_id == run_id] for run_id in {r.run_id for r in records.values()}}
+    tables, lines = [], []
+    for source in _unique(records):
+        label = f"{', '.join(names[source.run_id])} -> run {source.run_id}"
+        _, _, _, found = find_mine(tracker, source, split="train", rule=rule, sets=_data_sets(spec), progress=False)
+        if found is None:
+            lines.append(f"{label}: not mined yet (train split, {rule.text}); the run would mine it first")
+            continue
+        with tempfile.TemporaryDirectory(prefix="arflare-lineage-") as tmp:
+            tables.append(read_mined_table(tracker, found.run_id, Path(tmp)))
+        lines.append(f"{label}: mine run {found.run_id} ({len(tables[-1])} hard negatives, {rule.text})")
+    if len(tables) < len(names):
+        return None, lines
+    digest = hardneg.table_digest(hardneg.merge_hard_negatives(tables))
+    lines.append(f"merged table digest {digest}")
+    return hard_fingerprint((r.run_id for r in records.values()), digest), lines
 
 
 def resolve_sources(tracker, names: Sequence[str], *, profile: str | None, known: Sequence[str] = ()) -> dict:

@@ -68,17 +68,14 @@ def mine(tracker, source, *, registry_dir: Path, split: str = "train", rule: har
         profile: Recorded on the mine run (``arflare.profile``).
         progress: Show progress bars.
     """
-    from arflare.lifecycle import Identity, RunPlan, open_run, prepare_data
+    from arflare.lifecycle import Identity, RunPlan, open_run
 
     with tempfile.TemporaryDirectory(prefix="arflare-mine-") as tmp:
-        checkpoint = tracker.fetch_artifact(source.run_id, record.ARTIFACT_BEST, Path(tmp))
-        spec = _with_sets(_checkpoint_spec(checkpoint), sets)
-        index = prepare_data(spec, progress=progress)
-        key = mine_key(source.run_id, split, rule, index.fingerprint)
-        found = tracker.find_latest(spec_hash=key)
-        if found is not None and found.status == "FINISHED":
-            table = hardneg.read_table(tracker.fetch_artifact(found.run_id, TABLE_ARTIFACT, Path(tmp)))
+        spec, index, key, found = find_mine(tracker, source, split=split, rule=rule, sets=sets, progress=progress)
+        if found is not None:
+            table = read_mined_table(tracker, found.run_id, Path(tmp))
             return MineResult(found.run_id, source.run_id, table, hardneg.table_digest(table), reused=True)
+        checkpoint = tracker.fetch_artifact(source.run_id, record.ARTIFACT_BEST, Path(tmp))
         experiment = source.tags.get(record.TAG_EXPERIMENT, "")
         plan = RunPlan(kind=KIND, run_name=f"mine/{experiment or source.run_id[:8]}/{split}", experiment=experiment,
                        group=f"mine:{experiment}", spec=spec, profile=profile, registry_dir=Path(registry_dir),
@@ -101,6 +98,41 @@ def mine(tracker, source, *, registry_dir: Path, split: str = "train", rule: har
     return MineResult(handle.run_id, source.run_id, table, digest, reused=False)
 
 
+def find_mine(tracker, source, *, split: str, rule: hardneg.MineRule, sets: Sequence[str] = (),
+              progress: bool = True) -> tuple[object, object, str, object | None]:
+    """What mining ``source`` would read, its identity, and the FINISHED mine run that already did it.
+
+    Scores nothing and fetches no checkpoint (the source's ``spec.yaml`` says what it read), so
+    ``arflare run --dry-run`` can use it. The data must exist (it is indexed, never generated here
+    unless the spec asks for generation).
+
+    Returns:
+        ``(spec, index, key, found)``: the scoring spec, the index of its data, the mine run's
+        identity (:func:`mine_key`) and the FINISHED mine run with that identity, or None.
+    """
+    from arflare.lifecycle import prepare_data
+
+    with tempfile.TemporaryDirectory(prefix="arflare-mine-") as tmp:
+        spec = _with_sets(_run_spec(tracker, source.run_id, Path(tmp)), sets)
+    index = prepare_data(spec, progress=progress)
+    key = mine_key(source.run_id, split, rule, index.fingerprint)
+    found = tracker.find_latest(spec_hash=key)
+    return spec, index, key, found if found is not None and found.status == "FINISHED" else None
+
+
+def read_mined_table(tracker, mine_run: str, folder: Path) -> pd.DataFrame:
+    """The hard-negative table a mine run recorded."""
+    return hardneg.read_table(tracker.fetch_artifact(mine_run, TABLE_ARTIFACT, folder))
+
+
+def _run_spec(tracker, run_id: str, folder: Path):
+    """The resolved spec a training run logged as ``spec.yaml`` (what its checkpoint was trained with)."""
+    from arflare.spec import RunSpec
+
+    path = tracker.fetch_artifact(run_id, record.ARTIFACT_SPEC, folder)
+    return RunSpec.model_validate(yaml.safe_load(Path(path).read_text()))
+
+
 def _mine_body(spec, index, checkpoint: Path, key: str, source_run: str, split: str, rule: hardneg.MineRule, *,
                progress: bool) -> tuple[pd.DataFrame, dict[str, float]]:
     from arflare.builders import build_datasets
@@ -120,12 +152,6 @@ def _mine_body(spec, index, checkpoint: Path, key: str, source_run: str, split: 
                "mine/min_score": float(table["score"].min()) if len(table) else float("nan")}
     log.info("mined %d of %d %s negatives with %s", len(table), negatives, split, resolved.text)
     return table, metrics
-
-
-def _checkpoint_spec(path: Path):
-    from arflare.scoring import load_checkpoint_spec
-
-    return load_checkpoint_spec(path)
 
 
 def _with_sets(spec, sets: Sequence[str]):

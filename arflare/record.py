@@ -28,9 +28,9 @@ __all__ = [
     "CHECKPOINTS", "DATASET_CONTEXT", "KINDS", "MLFLOW_RUN_FIELDS", "PLOTS", "PREDICTIONS", "RUN_TAGS", "RunKind", "TAG_BASE_HASH", "TAG_BEST_TRIAL",
     "TAG_CONFIG_HASH", "TAG_DATA_FINGERPRINT", "TAG_DESCRIPTION", "TAG_DUPLICATE_OF", "TAG_ERROR",
     "TAG_EXPERIMENT", "TAG_GIT_COMMIT", "TAG_LINEAGE", "TAG_MINE_RULE", "TAG_MINE_SOURCE", "TAG_MINE_SPLIT",
-    "HARD_NEGATIVES", "TAG_GIT_DIRTY", "TAG_GROUP", "TAG_HEARTBEAT", "TAG_KIND", "TAG_NOTE", "TAG_PARENT",
+    "HARD_NEGATIVES", "METRIC_KEEP_RATE", "TAG_GIT_DIRTY", "TAG_GROUP", "TAG_HEARTBEAT", "TAG_KIND", "TAG_NOTE", "TAG_PARENT",
     "TAG_PROFILE", "TAG_SOURCE_COMMIT", "TAG_SOURCE_NAME", "TAG_SOURCE_TYPE", "TAG_USER", "TAG_RESUMED", "TAG_SPEC_HASH", "TAG_STUDY", "TAG_TRIAL_NUMBER", "TAG_TRIAL_STATE",
-    "TAG_VERSION", "best_val_metric", "kind",
+    "TAG_VERSION", "best_val_metric", "kind", "DEFAULT_KIND", "training_kinds",
 ]
 __all__ += ["ARTIFACT_FEATURES", "ARTIFACT_IMPORTANCES", "ARTIFACT_MODEL"]  # the tree kinds
 
@@ -84,6 +84,11 @@ ARTIFACT_MODEL = "model/gbm.joblib"  # the fitted classifier of the best round
 ARTIFACT_FEATURES = "features.json"  # digest, row count and columns of the feature table
 ARTIFACT_IMPORTANCES = "importances_val.csv"  # permutation importances on validation
 
+# --- run-level metrics logged once at the end (beside best_epoch and threshold)
+# The odds factor q of the training mix (true odds = model odds x q): what {split}/brier, bss, the
+# reliability figures and the bootstrap corrected the probabilities with. Absent: no correction.
+METRIC_KEEP_RATE = "keep_rate"
+
 
 def best_val_metric(name: str) -> str:
     """The best checkpoint's validation score, logged once at the end: ``best/val_tss``.
@@ -101,22 +106,31 @@ class RunKind:
         name: Tag value.
         command: The arflare command that makes runs of this kind (the run's MLflow source).
         resumable: Whether ``arflare run`` may resume a dead run of this kind in place.
+        trains: Whether a run of this kind trains a model of its experiment (``arflare list``
+            counts only these as the experiment's runs).
         description: One line for ``arflare runs`` and the README.
     """
 
     name: str
     command: str
     resumable: bool
+    trains: bool
     description: str
 
 
 # Adding a kind is one row here; the lifecycle reads nothing else about it.
 KINDS: dict[str, RunKind] = {kind.name: kind for kind in (
-    RunKind("train", command="run", resumable=True, description="arflare run: one training run of an experiment"),
-    RunKind("trial", command="sweep", resumable=False, description="arflare sweep: one Optuna trial, a child of the study's run"),
-    RunKind("sweep", command="sweep", resumable=False, description="arflare sweep: the parent run of one Optuna study"),
-    RunKind("mine", command="mine", resumable=False, description="arflare mine: a source run's hard negatives on one split (reused, not recomputed)"),
+    RunKind("train", command="run", resumable=True, trains=True, description="arflare run: one training run of an experiment"),
+    RunKind("trial", command="sweep", resumable=False, trains=True, description="arflare sweep: one Optuna trial, a child of the study's run"),
+    RunKind("sweep", command="sweep", resumable=False, trains=False, description="arflare sweep: the parent run of one Optuna study"),
+    RunKind("mine", command="mine", resumable=False, trains=False, description="arflare mine: a source run's hard negatives on one split (reused, not recomputed)"),
 )}
+DEFAULT_KIND = "train"  # what a run without the arflare.kind tag (older than it) is
+
+
+def training_kinds() -> tuple[str | None, ...]:
+    """Kind tag values of runs that train a model; None stands for runs older than the tag."""
+    return (*(k.name for k in KINDS.values() if k.trains), *((None,) if KINDS[DEFAULT_KIND].trains else ()))
 
 
 def kind(name: str) -> RunKind:

@@ -23,6 +23,7 @@ import pandas as pd
 
 from arflare import _report_figures as figures
 from arflare.errors import UsageError
+from arflare.record import METRIC_KEEP_RATE
 from arflare.reports import FORECAST_WINDOW_H
 
 _STYLE = """
@@ -35,8 +36,11 @@ figure{margin:1em 0} figure img{width:100%;height:auto} .wide{overflow-x:auto} f
 """
 
 
-def write_report(registry, names: Sequence[str], *, out: Path, metric: str = "tss", split: str = "test") -> Path:
+def write_report(registry, names: Sequence[str], *, out: Path, metric: str = "tss", split: str = "val") -> Path:
     """Write the report for the experiments ``names`` of ``registry`` to ``out``.
+
+    ``split`` ranks the table and orders the spread plot, as ``arflare compare --split`` does:
+    validation by default; ``test`` is allowed and the page then says the ranking used test.
 
     Raises:
         UsageError: an unknown experiment, an unknown metric, or no runs to report.
@@ -61,8 +65,8 @@ def write_report(registry, names: Sequence[str], *, out: Path, metric: str = "ts
     best = _best_per_group(records, key.split("/", 1)[1], higher)
     with tempfile.TemporaryDirectory(prefix="arflare-report-") as tmp:
         curves = [c for c in (_curve(tracker, r, Path(tmp)) for r in best.values()) if c is not None]
-    sections = [_table_html(comparison)]
-    sections += _figures_html(curves, records, key, label, best, higher)
+    sections = [_table_html(comparison, split)]
+    sections += _figures_html(curves, records, split, key.split("/", 1)[1], label, best, higher)
     page = _page(names, sections, tracker.tracking_uri)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -74,7 +78,7 @@ def _best_per_group(records, name: str, higher: bool) -> dict:
     """The FINISHED run of each group with the best validation score (never chosen on test)."""
     best: dict[str, tuple[float, object]] = {}
     for record in records:
-        value = record.metrics.get(f"best/val_{name}", record.metrics.get(f"val/{name}"))
+        value = _value(record, "val", name)
         if record.status != "FINISHED" or value is None or math.isnan(value):
             continue
         group = record.tags.get("arflare.group", record.run_name)
@@ -91,17 +95,26 @@ def _curve(tracker, record, folder: Path) -> figures.Curve | None:
     if path is None:
         return None
     frame = pd.read_parquet(path)
-    params = record.params
-    try:
-        keep = negative_keep_rate(params.get("data.balance", "none"), float(params.get("data.keep_negative_prob", 1)))
-    except ValueError:
-        keep = None  # 'weights' needs the training split's counts, which predictions do not hold
+    keep = record.metrics.get(METRIC_KEEP_RATE)  # what the run corrected its own calibration with
+    if keep is None and METRIC_KEEP_RATE not in record.metrics and "best/val_brier_raw" not in record.metrics:
+        params = record.params  # a run older than the logged keep rate: its balancing params
+        try:
+            keep = negative_keep_rate(params.get("data.balance", "none"), float(params.get("data.keep_negative_prob", 1)))
+        except ValueError:
+            keep = None  # 'weights' needs the training split's counts, which predictions do not hold
     threshold = record.metrics.get("test/threshold", record.metrics.get("val/threshold", 0.5))
     return figures.Curve(label=record.tags.get("arflare.group", record.run_name), labels=frame["label"].to_numpy(int),
                          scores=frame["score"].to_numpy(float), threshold=float(threshold), keep_rate=keep)
 
 
-def _table_html(comparison) -> str:
+def _value(record, split: str, name: str) -> float | None:
+    """A run's score of metric ``name`` on ``split``: for val its best checkpoint's (older runs: the last epoch's)."""
+    if split == "val":
+        return record.metrics.get(f"best/val_{name}", record.metrics.get(f"val/{name}"))
+    return record.metrics.get(f"{split}/{name}")
+
+
+def _table_html(comparison, split: str) -> str:
     """The compare table as ``arflare compare --wide`` shows it, as HTML."""
     from registry._compare_render import footer_lines, text_table
 
@@ -117,12 +130,15 @@ def _table_html(comparison) -> str:
             "run); sweep trials one row each under their study. Brackets: 95 % AR cluster bootstrap interval. "
             f"Ranked by {html.escape(comparison.rank_by.label)}; the threshold of the threshold metrics was chosen on "
             "validation and test was scored once, with the best checkpoint.")
+    if split == "test":
+        note += (" RANKED ON TEST (--split test): choosing among configurations by their test score makes the "
+                 "top rows' test scores optimistic; the default ranks on validation.")
     notes = "".join(f'<p class="note">{html.escape(line)}</p>' for line in footer_lines(comparison))
     return (f'<h2>Compare</h2><p class="note">{note}</p><div class="wide"><table><tr>{head}</tr>{"".join(rows)}'
             f"</table></div>{notes}")
 
 
-def _figures_html(curves, records, key: str, label: str, best: dict, higher: bool) -> list[str]:
+def _figures_html(curves, records, split: str, name: str, label: str, best: dict, higher: bool) -> list[str]:
     if not curves:
         return ['<h2>Curves</h2><p class="note">No finished run has predictions to draw.</p>']
     classes = sorted({r.params.get("data.min_flare_class", "?") for r in best.values()})
@@ -135,9 +151,10 @@ def _figures_html(curves, records, key: str, label: str, best: dict, higher: boo
                        ("Reliability", figures.reliability_overlay(curves, "Reliability (test)")),
                        ("TSS against threshold", figures.tss_vs_threshold(curves, "TSS against threshold (test)"))):
         out.append(_figure(svg, f"{title}: {what}"))
+    key = f"best/val_{name}" if split == "val" else f"{split}/{name}"
     spread: dict[str, list[float]] = {}
     for r in records:
-        value = r.metrics.get(key)
+        value = _value(r, split, name)
         if r.status == "FINISHED" and value is not None and not math.isnan(value):
             spread.setdefault(r.tags.get("arflare.group", r.run_name), []).append(value)
     if spread:

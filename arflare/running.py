@@ -23,13 +23,12 @@ from arflare.lifecycle import (
     Identity,
     RunPlan,
     identify,
-    input_fingerprint,
     local_folder,
     open_run,
     preflight,
     prepare_data,
 )
-from arflare.lineage import check_sources, resolve_hard_negatives
+from arflare.lineage import check_sources, plan_hard_negatives, resolve_hard_negatives
 from arflare.source_runs import pin_sources
 from arflare.trainer import train
 from registry.loader import Registry, Run
@@ -54,7 +53,7 @@ def run_experiments(registry: Registry, names: Sequence[str], *, profile: str | 
         preflight(spec)
     check_sources(registry, plans, profile=profile)  # a missing source fails here with the command that creates it
     if options.dry_run:
-        return _dry_run(plans)
+        return _dry_run(plans, registry, profile=profile)
     indexes = _prepare_all(plans)  # every data root is checked before the first run starts
     tracker = open_tracker(registry)
     # A hybrid's source is resolved to a run id and fetched now: a missing one stops before any run starts.
@@ -154,17 +153,31 @@ def _prepare_all(plans: Sequence[Run]) -> dict:
     return indexes
 
 
-def _dry_run(plans: Sequence[Run]) -> int:
-    """List what would run; index existing data, but generate nothing."""
+def _dry_run(plans: Sequence[Run], registry: Registry, *, profile: str | None) -> int:
+    """List what would run with the spec hash a real run would get; index existing data, generate and mine nothing.
+
+    A run with hard negatives resolves its sources and finds their mine runs as a real run does,
+    so its hash includes the source runs and the table digest; a source not mined yet is named,
+    and the hash is then said to be unknown (it depends on the table mining would produce).
+    """
     missing = [run for run in plans if run.spec.data.generate_if_missing and not run.spec.data.root.exists()]
     indexes = _prepare_all([run for run in plans if run not in missing])
     for run in plans:
         if run in missing:
-            where = f"data {run.spec.data.root} (missing: would be generated)"
+            print(f"would run {run.name}  data {run.spec.data.root} (missing: would be generated)")
+            continue
+        index = indexes[_data_key(run.spec)]
+        extra, lines = "", []
+        if run.spec.data.hard_negatives.enabled:
+            extra, lines = plan_hard_negatives(open_tracker(registry), run.spec, profile=profile,
+                                               known=list(registry.experiments))
+        if extra is None:
+            where = "spec hash not known yet: it includes the digest of the hard negatives still to be mined"
         else:
-            index = indexes[_data_key(run.spec)]
-            where = f"spec {run.spec.spec_hash(input_fingerprint(run.spec, index))}  data {index.root} ({len(index.table)} samples)"
-        print(f"would run {run.name}  {where}")
+            where = f"spec {identify(run.spec, index, extra=extra).spec_hash}"
+        print(f"would run {run.name}  {where}  data {index.root} ({len(index.table)} samples)")
+        for line in lines:
+            print(f"  hard negatives: {line}")
     return 0
 
 

@@ -25,7 +25,7 @@ from sklearn.metrics import log_loss
 from arflare import record
 from arflare.checkpoints import BestCheckpoint
 from arflare.data.index import DataIndex
-from arflare.evaluation import Evaluation, Reporter, SplitScores, choose_threshold, report, split_metrics
+from arflare.evaluation import Evaluation, Reporter, SplitScores, choose_threshold, final_metrics, report, split_metrics
 from arflare.physics import boosting
 from arflare.physics.table import FEATURE_COLUMNS, definitions_digest, feature_table
 from arflare.spec import RunSpec
@@ -59,13 +59,14 @@ def fit_tabular(spec: RunSpec, *, index: DataIndex, reporter: Reporter, out_dir:
                                      seed=spec.train.seed)  # fmt: skip
     rule = spec.train.early_stopping
     best = BestCheckpoint(min_delta=rule.min_delta, patience=rule.patience, min_epochs=rule.min_epochs)
+    keep_rate = _keep_rate(gbm.class_weight, y[rows["train"]])
     history: dict[str, list[float]] = {}
     kept = {}
 
     def after_round(number: int, fitted) -> bool:
         val = _score(fitted, x, y, rows["val"])
         threshold, constrained = choose_threshold(spec, val)
-        scores = split_metrics(val, threshold)
+        scores = split_metrics(val, threshold, keep_rate)
         metrics = {"train/loss": _score(fitted, x, y, rows["train"]).loss, **{f"val/{k}": v for k, v in scores.items()}}
         for name, value in metrics.items():
             history.setdefault(name, []).append(value)
@@ -82,17 +83,25 @@ def fit_tabular(spec: RunSpec, *, index: DataIndex, reporter: Reporter, out_dir:
                                    trees_per_round=gbm.trees_per_round, after_round=after_round)  # fmt: skip
     final = kept["model"]
     splits = {split: _score(final, x, y, rows[split]) for split in ("val", "test")}
-    metrics = {record.best_val_metric(k): v for k, v in split_metrics(splits["val"], best.threshold).items()}
-    metrics.update({f"test/{k}": v for k, v in split_metrics(splits["test"], best.threshold).items()})
+    metrics = final_metrics(splits, best.threshold, keep_rate)
     evaluation = Evaluation(splits=splits, metrics=metrics, threshold=best.threshold,
                             threshold_meets_constraints=best.constrained, best_epoch=best.best_epoch,
-                            epochs_run=rounds, history=history)  # fmt: skip
+                            epochs_run=rounds, history=history, keep_rate=keep_rate)  # fmt: skip
     # report() reads what it needs of a dataset: the samples' table and their labels.
     frames = {split: SimpleNamespace(frame_table=table.iloc[rows[split]], labels=y[rows[split]]) for split in rows}
     report(evaluation, spec=spec, datasets=frames, reporter=reporter, out_dir=out_dir)
     _report_model(spec, final, table, columns, groups, x[rows["val"]], y[rows["val"]], reporter, out_dir)
     return TrainResult(metrics=metrics, best_epoch=best.best_epoch, epochs_run=rounds, threshold=best.threshold,
                        history=history)
+
+
+def _keep_rate(class_weight: str, train_labels: np.ndarray) -> float | None:
+    """The odds factor of the fit: ``balanced`` class weights act like ``data.balance: weights``."""
+    from arflare.calibration import negative_keep_rate
+
+    if class_weight != "balanced" or train_labels.min() == train_labels.max():
+        return None
+    return negative_keep_rate("weights", 1.0, n_pos=int(train_labels.sum()), n_neg=int((train_labels == 0).sum()))
 
 
 def _design(spec: RunSpec, index: DataIndex, *, progress: bool) -> tuple[pd.DataFrame, dict[str, list[str]]]:

@@ -123,7 +123,7 @@ def train(spec: RunSpec, *, index: DataIndex, reporter: Reporter, out_dir: Path,
         parts.model.load_state_dict(load(ckpt_dir / BEST_FILE, device)["model"])
         evaluation = evaluate(parts.model, parts.loaders, parts.loss, device, threshold=best.threshold,
                               threshold_meets_constraints=best.constrained, best_epoch=best.best_epoch,
-                              epochs_run=state.epoch, history=state.history)
+                              epochs_run=state.epoch, history=state.history, keep_rate=parts.keep_rate)
         if hard is not None:
             evaluation.metrics.update(hard.final_metrics(parts.datasets, evaluation.splits, best.threshold))
         report(evaluation, spec=spec, datasets=parts.datasets, reporter=reporter, out_dir=Path(out_dir), run_name=run_name)
@@ -147,7 +147,7 @@ def _run_epoch(spec, parts: Components, best: BestCheckpoint, state: TrainState,
                                      step0=state.updates, grad_clip=spec.train.grad_clip, progress=progress)
     val = predict(parts.model, parts.loaders["val"], parts.loss, device)
     threshold, constrained = choose_threshold(spec, val)
-    scores = split_metrics(val, threshold)
+    scores = split_metrics(val, threshold, parts.keep_rate)
     if hard is not None:
         scores.update(hard.split_metrics("val", parts.datasets["val"], val, threshold))
     metrics = {"train/loss": train_loss, "epoch_seconds": time.perf_counter() - started,

@@ -22,7 +22,7 @@ import tempfile
 import time
 import traceback
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,7 +153,8 @@ def _param_text(value: object) -> str:
     return str(value)
 
 
-def count_runs(tracking_uri: str, *, experiment: str, stale_after_s: float | None = None) -> dict[str, int]:
+def count_runs(tracking_uri: str, *, experiment: str, stale_after_s: float | None = None,
+               tag_filter: tuple[str, Collection[str | None]] | None = None) -> dict[str, int]:
     """Count runs per ``arflare.experiment`` tag, fast enough for `arflare list`.
 
     A sqlite store is read directly (read-only, no mlflow import, nothing created when the
@@ -163,6 +164,8 @@ def count_runs(tracking_uri: str, *, experiment: str, stale_after_s: float | Non
         tracking_uri: Store URI, usually from :func:`resolve_tracking_uri`.
         experiment: MLflow experiment name.
         stale_after_s: When given, count only STALE runs (RUNNING and silent for longer).
+        tag_filter: ``(tag, values)``: count only runs whose ``tag`` has one of ``values``
+            (None among them: runs without the tag), e.g. only the run kinds that train.
 
     Returns:
         ``{"cnn-baseline": 3, ...}`` over runs of any status that are not deleted.
@@ -174,16 +177,18 @@ def count_runs(tracking_uri: str, *, experiment: str, stale_after_s: float | Non
         if not path.is_file():
             return {}
         try:
-            rows = _runs_in_sqlite(path, experiment)
+            rows = _runs_in_sqlite(path, experiment, tag_filter[0] if tag_filter else "")
         except sqlite3.Error:
             log.debug("Reading %s directly failed; asking MLflow instead", path, exc_info=True)
     if rows is None:
         tracker = Tracker(tracking_uri=tracking_uri, experiment=experiment, stale_after_s=limit)
-        rows = [(r.tags.get(TAG_EXPERIMENT), r.status) for r in tracker.search()]
+        rows = [(r.tags.get(TAG_EXPERIMENT), r.status, r.tags.get(tag_filter[0]) if tag_filter else None)
+                for r in tracker.search()]
     else:
         rows = [(name, shown_status(status, last_sign_of_life({TAG_HEARTBEAT: beat} if beat else {}, start),
-                                    stale_after_s=limit)) for name, status, start, beat in rows]
-    wanted = [name for name, status in rows if name is not None and (stale_after_s is None or status == STALE)]
+                                    stale_after_s=limit), value) for name, status, start, beat, value in rows]
+    wanted = [name for name, status, value in rows if name is not None and (stale_after_s is None or status == STALE)
+              and (tag_filter is None or value in tag_filter[1])]
     return dict(Counter(wanted))
 
 
@@ -193,19 +198,20 @@ def _sqlite_path(tracking_uri: str) -> Path | None:
     return Path(tracking_uri.removeprefix("sqlite:///").split("?", 1)[0])
 
 
-def _runs_in_sqlite(path: Path, experiment: str) -> list[tuple[str | None, str, int | None, str | None]]:
+def _runs_in_sqlite(path: Path, experiment: str, extra_tag: str) -> list[tuple[str | None, str, int | None, str | None, str | None]]:
     # The runs/tags/experiments tables of MLflow's schema; lifecycle_stage filters what the
-    # MLflow API would hide (deleted runs and experiments).
+    # MLflow API would hide (deleted runs and experiments). The last column: extra_tag's value.
     query = """
-        SELECT t.value, r.status, r.start_time, h.value FROM runs r
+        SELECT t.value, r.status, r.start_time, h.value, k.value FROM runs r
         JOIN experiments e ON e.experiment_id = r.experiment_id
         LEFT JOIN tags t ON t.run_uuid = r.run_uuid AND t.key = ?
         LEFT JOIN tags h ON h.run_uuid = r.run_uuid AND h.key = ?
+        LEFT JOIN tags k ON k.run_uuid = r.run_uuid AND k.key = ?
         WHERE e.name = ? AND e.lifecycle_stage = 'active' AND r.lifecycle_stage = 'active'
     """
     connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
-        return connection.execute(query, (TAG_EXPERIMENT, TAG_HEARTBEAT, experiment)).fetchall()
+        return connection.execute(query, (TAG_EXPERIMENT, TAG_HEARTBEAT, extra_tag, experiment)).fetchall()
     finally:
         connection.close()
 

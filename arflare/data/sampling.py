@@ -103,6 +103,26 @@ class BalancedSampler(torch.utils.data.Sampler[int]):
             self._cache = (self.epoch, self._draw(rng))
         return self._cache[1]
 
+    def negative_keep_rate(self) -> float | None:
+        """Expected draws of a negative per expected draws of a positive in one epoch.
+
+        The factor by which the training mix scales the odds of a flare (true odds = learnt
+        odds × this; :func:`arflare.calibration.training_keep_rate`): ``keep_negative_prob`` for
+        ``prob``/``fixed``, n_pos / n_neg for default ``weights``, raised by over-drawn hard
+        negatives. None when the set holds a single class.
+        """
+        positive = self.labels == 1
+        if positive.all() or not positive.any():
+            return None
+        if self.mode == "weights":
+            return float(self.weights[~positive].mean() / self.weights[positive].mean())
+        r = 1.0 if self.mode == "none" else self.keep_negative_prob
+        # fixed keeps one subset for good: its realised share, not the expected one
+        rate = (self._key_uniform < r).astype(float) if self.mode == "fixed" else np.full(len(self.labels), r)
+        if self.hard is not None:  # _hard_counts: weight * r on average, but at least once
+            rate[self.hard] = max(self.hard_weight * r, 1.0)
+        return float(rate[~positive].mean())
+
     def _draw(self, rng: np.random.Generator) -> np.ndarray:
         positive = self.labels == 1
         if self.mode == "weights":

@@ -18,7 +18,10 @@ Conventions, relied on by the tests and by anyone reading a logged number:
   instead of raising; the same rule applies to precision, recall and F1.
 * ``bss`` is the Brier skill score ``1 - BS / BS_clim`` where the climatology
   forecast is the base rate of the *same* set being scored (``BS_clim = p(1-p)``).
-  It is therefore not comparable across sets with different base rates.
+  It is therefore not comparable across sets with different base rates. ``brier`` and
+  ``bss`` score the probabilities corrected to the true base rate when the run trained on a
+  rebalanced mix (``keep_rate``, see :mod:`arflare.calibration`); ``brier_raw`` and
+  ``bss_raw`` score the model's own output.
 * ``tpr_at_fpr`` reads the ROC step function (``sklearn.metrics.roc_curve`` with
   ``drop_intermediate=False``): the highest TPR among operating points whose FPR
   is <= the target. An operating point includes or excludes a whole group of tied
@@ -28,9 +31,9 @@ Conventions, relied on by the tests and by anyone reading a logged number:
   positives*: the fraction of positives scoring strictly above every negative.
 * ``fpr_at_tpr`` is the lowest FPR among operating points with TPR >= the target.
 * Degenerate sets (``y_true`` of a single class): ranking metrics (``auc``,
-  ``pr_auc``, ``bss``, ``tpr_at_fpr_*``, ``fpr_at_tpr_0.9``) are NaN rather than
-  an exception, so a tiny validation split cannot crash a run; threshold metrics
-  and ``brier`` stay defined.
+  ``pr_auc``, ``bss``, ``bss_raw``, ``tpr_at_fpr_*``, ``fpr_at_tpr_0.9``) are NaN rather
+  than an exception, so a tiny validation split cannot crash a run; threshold metrics
+  and the Brier scores stay defined.
 """
 
 from arflare.metrics.scoring import (

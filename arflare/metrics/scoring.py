@@ -159,17 +159,20 @@ def fpr_at_tpr(y_true: ArrayLike, scores: ArrayLike, tpr: float) -> float:
     return float("nan") if scored.roc is None else _fpr_at(tpr, scored)
 
 
-def probability_metrics(y_true: ArrayLike, scores: ArrayLike) -> dict[str, float]:
+def probability_metrics(y_true: ArrayLike, scores: ArrayLike, *, keep_rate: float | None = None) -> dict[str, float]:
     """Threshold-free metrics of probability forecasts: every metric that ``needs="probability"``.
 
     Args:
         y_true: 0/1 labels.
         scores: predicted flare probabilities in [0, 1].
+        keep_rate: odds factor of a rebalanced training mix; ``brier`` and ``bss`` score the
+            probabilities corrected with it (:func:`arflare.calibration.correct_probability`),
+            ``brier_raw`` and ``bss_raw`` the scores as given. None: no correction.
 
     Returns:
-        ``auc, pr_auc, brier, bss, tpr_at_fpr_1e-4/1e-3/1e-2, fpr_at_tpr_0.9`` (and any registered
-        probability metric), in table order; all but ``brier`` are NaN when ``y_true`` holds a
-        single class.
+        ``auc, pr_auc, brier, bss, brier_raw, bss_raw, tpr_at_fpr_1e-4/1e-3/1e-2, fpr_at_tpr_0.9``
+        (and any registered probability metric), in table order; all but the Brier scores are NaN
+        when ``y_true`` holds a single class.
     """
     y, s = validate_inputs(y_true, scores)
     if s.min() < 0 or s.max() > 1:
@@ -177,13 +180,14 @@ def probability_metrics(y_true: ArrayLike, scores: ArrayLike) -> dict[str, float
             f"scores must be probabilities in [0, 1]; got range [{s.min():.4g}, {s.max():.4g}] "
             "(apply a sigmoid/softmax to logits first)"
         )
-    scored, single = Scored(y, s), y.min() == y.max()
+    scored, single = Scored(y, s, keep_rate), y.min() == y.max()
     return {m.name: float("nan") if single and m.single_class_nan else float(m.fn(scored))
             for m in METRICS.rows() if m.needs == "probability"}
 
 
-def evaluate(y_true: ArrayLike, scores: ArrayLike, *, threshold: float) -> dict[str, float]:
-    """Every metric of :data:`METRICS`, keyed and ordered as the table."""
-    merged = {**probability_metrics(y_true, scores), **threshold_metrics(y_true, scores, threshold)}
+def evaluate(y_true: ArrayLike, scores: ArrayLike, *, threshold: float, keep_rate: float | None = None) -> dict[str, float]:
+    """Every metric of :data:`METRICS`, keyed and ordered as the table (``keep_rate``: see
+    :func:`probability_metrics`; the threshold metrics use the scores as given)."""
+    merged = {**probability_metrics(y_true, scores, keep_rate=keep_rate), **threshold_metrics(y_true, scores, threshold)}
     return {name: merged[name] for name in METRICS}
 

@@ -32,15 +32,27 @@ class Counts(NamedTuple):
 
 @dataclass(frozen=True)
 class Scored:
-    """Validated labels ``y`` (int8) and probabilities ``s`` (float64) of one set, with shared curves."""
+    """Validated labels ``y`` (int8) and probabilities ``s`` (float64) of one set, with shared curves.
+
+    ``keep_rate`` is the odds factor of the training mix (:func:`arflare.calibration.correct_probability`;
+    None when training saw the true class mix): calibration metrics read :attr:`calibrated`.
+    """
 
     y: np.ndarray
     s: np.ndarray
+    keep_rate: float | None = None
 
     @cached_property
     def roc(self) -> tuple[np.ndarray, np.ndarray] | None:
         """ROC step function ``(fpr, tpr)`` (all operating points), or None for a single class."""
         return _roc(self.y, self.s)
+
+    @cached_property
+    def calibrated(self) -> np.ndarray:
+        """The probabilities corrected to the true base rate (``s`` itself without a keep rate)."""
+        from arflare.calibration import correct_probability  # lazy: calibration imports this package
+
+        return correct_probability(self.s, self.keep_rate)
 
 
 @dataclass(frozen=True)
@@ -118,13 +130,13 @@ def _pr_auc(sc: Scored) -> float:
     return float(average_precision_score(sc.y, sc.s))
 
 
-def _brier(sc: Scored) -> float:
-    return float(np.mean((sc.s - sc.y) ** 2))
+def _brier(p: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean((p - y) ** 2))
 
 
-def _bss(sc: Scored) -> float:
-    base_rate = sc.y.mean()
-    return 1.0 - _brier(sc) / float(base_rate * (1 - base_rate))
+def _bss(p: np.ndarray, y: np.ndarray) -> float:
+    base_rate = y.mean()
+    return 1.0 - _brier(p, y) / float(base_rate * (1 - base_rate))
 
 
 def _tpr_at(target: float, sc: Scored) -> float:
@@ -148,8 +160,13 @@ _T, _P = "threshold", "probability"
 for _row in (
     Metric("auc", _auc, _P, compare=True, headline=3, monitor=True, interval=True),
     Metric("pr_auc", _pr_auc, _P, compare=True, monitor=True, interval=True),
-    Metric("brier", _brier, _P, higher_is_better=False, compare=True, interval=True, single_class_nan=False),
-    Metric("bss", _bss, _P, compare=True, monitor=True, interval=True),
+    # Calibration is scored on probabilities corrected to the true base rate (Scored.calibrated);
+    # the *_raw rows keep the model's own output, which a rebalanced training mix inflates.
+    Metric("brier", lambda sc: _brier(sc.calibrated, sc.y), _P, higher_is_better=False, compare=True, interval=True,
+           single_class_nan=False),
+    Metric("bss", lambda sc: _bss(sc.calibrated, sc.y), _P, compare=True, monitor=True, interval=True),
+    Metric("brier_raw", lambda sc: _brier(sc.s, sc.y), _P, higher_is_better=False, single_class_nan=False),
+    Metric("bss_raw", lambda sc: _bss(sc.s, sc.y), _P),
     Metric("tss", _tss, _T, compare=True, headline=1, monitor=True, selects_threshold=True, interval=True),
     Metric("hss", _hss, _T, compare=True, headline=2, monitor=True, selects_threshold=True, interval=True),
     Metric("precision", lambda c: _div(c.tp, c.tp + c.fp), _T, interval=True),

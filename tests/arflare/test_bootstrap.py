@@ -94,3 +94,18 @@ def test_interval_metrics_names_and_json(tmp_path):
     body = reporter.files["bootstrap.json"]
     assert body["splits"]["test"]["n_ars"] == 15 and body["n_resamples"] == 100
     assert body["splits"]["test"]["metrics"]["tss"]["lo"] == metrics["test/tss_lo"]
+
+
+def test_bss_is_resampled_on_the_corrected_probabilities_of_a_rebalanced_run():
+    labels, scores, ars = synthetic()
+    cluster = bt.cluster_index(ars)
+    prepared = bt._clusters(labels, scores, cluster, threshold=0.5, keep_rate=0.25)
+    weights = bt._weights(prepared.n_clusters, 4, seed=5)
+    vectorised = bt._scores(prepared, weights)
+    for b, counts in enumerate(weights.astype(int)):
+        frames = np.concatenate([np.tile(np.flatnonzero(cluster == k), n) for k, n in enumerate(counts)])
+        reference = skill.evaluate(labels[frames], scores[frames], threshold=0.5, keep_rate=0.25)
+        assert vectorised["bss"][b] == pytest.approx(reference["bss"], abs=1e-9)  # what the run logs as bss
+        assert vectorised["tss"][b] == pytest.approx(reference["tss"], abs=1e-9)  # threshold metrics unchanged
+    point = bt.bootstrap_intervals(labels, scores, ars, threshold=0.5, keep_rate=0.25, n_resamples=50)["bss"]
+    assert point.estimate == pytest.approx(skill.evaluate(labels, scores, threshold=0.5, keep_rate=0.25)["bss"])

@@ -55,6 +55,10 @@ def test_mine_records_only_negatives_above_the_rule_and_a_rerun_reuses_it(ws, ca
     assert len(_mine_runs(ws)) == 1
     assert ws.arflare("mine", "exp1_basic_reg", "--profile", "smoke", "--top-fraction", "0.5") == 0
     assert len(_mine_runs(ws)) == 2  # another rule is another mine run
+    capsys.readouterr()
+    assert ws.arflare("list") == 0  # mine runs carry arflare.experiment but train nothing: not counted
+    (row,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("exp1_basic_reg ")]
+    assert row.split()[2] == "1"
 
 
 def test_mine_without_a_finished_source_says_which_command_creates_it(ws, capsys):
@@ -64,6 +68,10 @@ def test_mine_without_a_finished_source_says_which_command_creates_it(ws, capsys
 
 
 def test_run_mines_what_is_missing_then_trains_with_lineage_and_fpr_hard(ws, capsys, tmp_path):
+    capsys.readouterr()
+    assert ws.run("exp6_hardneg", *FAST, "--dry-run") == 0  # the source exists, its mine with this rule not yet
+    out = capsys.readouterr().out
+    assert "spec hash not known yet" in out and "not mined yet (train split, threshold)" in out
     assert ws.run("exp6_hardneg", *FAST) == 0
     (run,) = ws.runs("exp6_hardneg")
     (source,) = [r for r in ws.runs("exp1_basic_reg") if r.data.tags.get("arflare.kind", "train") == "train"]
@@ -84,6 +92,11 @@ def test_run_mines_what_is_missing_then_trains_with_lineage_and_fpr_hard(ws, cap
     assert len(ws.runs("exp6_hardneg")) == 1 and len(_mine_runs(ws)) == len(mined) + 2  # + the two earlier mine tests
     assert ws.arflare("show", "exp6_hardneg", "--profile", "smoke") == 0
     assert f"exp1_basic_reg -> run {source.info.run_id}" in capsys.readouterr().out
+    # A dry run now resolves the same sources and table: the spec hash the real run got.
+    assert ws.run("exp6_hardneg", *FAST, "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert f"spec {run.data.tags['arflare.spec_hash']}" in out
+    assert f"mine run {mined[0].info.run_id}" in out and f"digest {lineage['digest']}" in out
 
 
 def test_spec_hash_follows_the_hard_negative_table():

@@ -137,6 +137,31 @@ def test_corrected_calibration_equals_the_analytic_value_for_a_known_keep_rate()
     assert got["bss_raw"] == pytest.approx(1 - raw_brier / 0.09)
 
 
+def test_logged_brier_and_bss_use_the_corrected_probabilities_and_keep_the_raw_ones():
+    # The same analytic case through the metric table, i.e. what a run logs as {split}/brier etc.
+    from arflare import metrics as skill
+
+    q, p_model = 0.25, 4 / 13
+    y = np.r_[np.ones(100, dtype=int), np.zeros(900, dtype=int)]
+    logged = skill.evaluate(y, np.full(1000, p_model), threshold=0.5, keep_rate=q)
+    assert logged["brier"] == pytest.approx(0.09) and logged["bss"] == pytest.approx(0.0, abs=1e-12)
+    assert logged["brier_raw"] == pytest.approx(0.1 * (9 / 13) ** 2 + 0.9 * (4 / 13) ** 2)
+    plain = skill.evaluate(y, np.full(1000, p_model), threshold=0.5)
+    assert plain["brier"] == plain["brier_raw"] == logged["brier_raw"]
+    assert logged["tss"] == plain["tss"] and logged["auc"] == plain["auc"]  # a monotone map: ranking unchanged
+
+
+def test_training_keep_rate_combines_sampling_and_loss_weights():
+    assert calibration.training_keep_rate(None) is None
+    assert calibration.training_keep_rate(1.0) is None
+    assert calibration.training_keep_rate(0.25) == 0.25
+    # weighted BCE (w_neg=1, w_pos=4) learns odds x 4: true odds = model odds x 1/4
+    assert calibration.training_keep_rate(None, (1.0, 4.0)) == pytest.approx(0.25)
+    assert calibration.training_keep_rate(0.5, (1.0, 2.0)) == pytest.approx(0.25)
+    # over-drawn hard negatives without thinning: the learnt odds are too low, q > 1
+    assert calibration.correct_probability([0.5], 2.0)[0] == pytest.approx(2 / 3)
+
+
 def test_negative_keep_rate_follows_the_balance_mode():
     assert calibration.negative_keep_rate("none", 1.0) is None
     assert calibration.negative_keep_rate("prob", 1.0) is None

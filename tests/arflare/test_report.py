@@ -68,6 +68,19 @@ def test_report_is_one_self_contained_page(store, capsys):
     assert "corrected, q=0.3" in base64.b64decode(images[2]).decode()
 
 
+def test_report_ranks_on_validation_by_default_and_says_so_when_asked_for_test(store, capsys):
+    registry = ["--file", str(store / "experiments.yaml")]
+    out = store / "out" / "val.html"
+    assert main(["report", "exp2_basic_aug", "exp5_atto_mixup", "--out", str(out), *registry]) == 0
+    page = out.read_text()
+    assert "Ranked by val TSS" in page and "RANKED ON TEST" not in page
+    assert "Spread over runs: best/val_tss" in base64.b64decode(re.findall(r'base64,([^"]+)"', page)[-1]).decode()
+    out = store / "out" / "test.html"
+    assert main(["report", "exp2_basic_aug", "exp5_atto_mixup", "--split", "test", "--out", str(out), *registry]) == 0
+    page = out.read_text()
+    assert "Ranked by test TSS" in page and "RANKED ON TEST (--split test)" in page
+
+
 def test_report_of_an_unknown_experiment_exits_2(store, capsys):
     assert main(["report", "nope", "--file", str(store / "experiments.yaml")]) == 2
     assert "unknown experiment(s) nope; available:" in capsys.readouterr().err

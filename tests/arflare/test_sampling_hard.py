@@ -80,3 +80,20 @@ def test_hard_flags_are_checked():
         BalancedSampler(LABELS, hard=HARD[:10])
     with pytest.raises(ValueError, match="hard_weight"):
         BalancedSampler(LABELS, hard=HARD, hard_weight=0)
+
+
+@pytest.mark.parametrize(("mode", "q", "weight"), [("prob", 0.25, 5.0), ("fixed", 0.25, 2.0), ("none", 1.0, 5.0),
+                                                   ("weights", 1.0, 5.0), ("prob", 0.1, 3.0)])
+def test_negative_keep_rate_is_the_observed_ratio_of_draws_per_negative_to_draws_per_positive(mode, q, weight):
+    # The odds factor that calibration corrects with: measured over many epochs, it must match.
+    sampler = BalancedSampler(LABELS, mode=mode, keep_negative_prob=q, keys=KEYS, hard=HARD, hard_weight=weight, seed=1)
+    counts = _counts(sampler, 200 if mode in ("prob", "weights") else 1)
+    observed = counts[:, LABELS == 0].sum() / (LABELS == 0).sum() / (counts[:, LABELS == 1].sum() / N_POS)
+    assert sampler.negative_keep_rate() == pytest.approx(observed, rel=0.03)
+
+
+def test_negative_keep_rate_without_hard_negatives_is_the_balancing_rate():
+    assert BalancedSampler(LABELS, mode="prob", keep_negative_prob=0.3).negative_keep_rate() == pytest.approx(0.3)
+    assert BalancedSampler(LABELS, mode="weights").negative_keep_rate() == pytest.approx(N_POS / (N_HARD + N_ORD))
+    assert BalancedSampler(LABELS, mode="none").negative_keep_rate() == 1.0
+    assert BalancedSampler(np.zeros(5, dtype=int), mode="none").negative_keep_rate() is None

@@ -157,6 +157,25 @@ def test_search_and_count_by_experiment_tag(tracker):
     # The fast path for `arflare list` reads the sqlite file directly and must agree.
     assert count_runs(tracker.tracking_uri, experiment=tracker.experiment) == tracker.count_runs()
     assert count_runs(tracker.tracking_uri, experiment="other") == {}
+    # Only runs whose tag has one of the values (None: the tag is absent), on both paths.
+    only = (TAG_PARENT, {None})  # e.g. leave out child runs: the sweep's trial
+    assert count_runs(tracker.tracking_uri, experiment=tracker.experiment, tag_filter=only) == {"cnn": 2, "vit": 2, "sweep": 2}
+    assert count_runs(tracker.tracking_uri, experiment=tracker.experiment, tag_filter=(TAG_PARENT, set())) == {}
+
+
+def test_count_with_a_tag_filter_through_mlflow_agrees_with_the_sqlite_path(tracker, monkeypatch):
+    import sqlite3
+
+    import registry.tracking as tracking
+
+    only = (TAG_PARENT, {None})
+    fast = count_runs(tracker.tracking_uri, experiment=tracker.experiment, tag_filter=only)
+
+    def unknown_schema(*args):
+        raise sqlite3.OperationalError("no such table")
+
+    monkeypatch.setattr(tracking, "_runs_in_sqlite", unknown_schema)
+    assert count_runs(tracker.tracking_uri, experiment=tracker.experiment, tag_filter=only) == fast
 
 
 def test_search_follows_every_page(tracker, monkeypatch):
