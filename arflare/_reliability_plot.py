@@ -73,8 +73,10 @@ def plot_reliability(y_true: ArrayLike, scores: ArrayLike, path: Path | str, *, 
 
 
 def _rebalance_note(keep_rate: float, raw: bool) -> str:
+    # q < 1: negatives thinned (the usual case); q > 1: negatives over-drawn (hard negatives, no thinning).
+    mix = (f"trained with negatives kept at q = {keep_rate:.3g}" if keep_rate <= 1
+           else f"trained with negatives drawn q = {keep_rate:.3g}× as often as positives")
     if raw:
-        return (f"RAW model output: trained with negatives kept at q = {keep_rate:.3g}, so these probabilities "
-                f"overstate flare odds {1 / keep_rate:.3g}×")
-    return (f"Probabilities corrected to the true base rate: trained with negatives kept at q = {keep_rate:.3g}, "
-            f"odds × q")
+        way, factor = ("overstate", 1 / keep_rate) if keep_rate <= 1 else ("understate", keep_rate)
+        return f"RAW model output: {mix}, so these probabilities {way} flare odds {factor:.3g}×"
+    return f"Probabilities corrected to the true base rate: {mix}, odds × q"
