@@ -152,9 +152,11 @@ def _ago(now: float, when: float | None) -> str:
 
 
 def check_embedding_sources(registry: Registry) -> None:
-    """Check that each hybrid's ``model.embedding_from`` is a run id or a CNN experiment of this file.
+    """Check every SOURCE the file names: a hybrid's ``model.embedding_from`` and each entry of
+    ``data.hard_negatives.from`` must be a run id or a CNN experiment of this file.
 
-    Whether a run of it exists is only known to the tracking store; ``arflare run`` checks that.
+    Whether a run of it exists is only known to the tracking store; ``arflare run`` checks that
+    (and names the command that creates a missing one).
 
     Raises:
         RegistryError: listing every problem found.
@@ -167,17 +169,19 @@ def check_embedding_sources(registry: Registry) -> None:
             spec = registry.expand(name)[0].spec
         except RegistryError:
             continue  # reported by the loader's own checks
-        source = spec.model.embedding_from
-        if spec.model.kind != "hybrid" or source is None or is_run_id(source):
-            continue
-        key = f"experiments.{name}.model.embedding_from"
-        if source not in registry.experiments:
-            problems.append(Problem(str(registry.path), entry.line, key, source,
-                                    "neither an experiment in this file nor a run id (32 hex digits); "
-                                    f"name a CNN experiment, e.g. one of {', '.join(sorted(registry.experiments)[:4])}"))
-        elif (kind := registry.expand(source)[0].spec.model.kind) != "cnn":
-            problems.append(Problem(str(registry.path), entry.line, key, source,
-                                    f"{source} is a model.kind {kind!r} experiment; the embedding comes from a cnn one"))
+        named = [(f"experiments.{name}.data.hard_negatives.from", s) for s in spec.data.hard_negatives.from_]
+        if spec.model.kind == "hybrid" and spec.model.embedding_from is not None:
+            named.append((f"experiments.{name}.model.embedding_from", spec.model.embedding_from))
+        for key, source in named:
+            if is_run_id(source):
+                continue
+            if source not in registry.experiments:
+                problems.append(Problem(str(registry.path), entry.line, key, source,
+                                        "neither an experiment in this file nor a run id (32 hex digits); "
+                                        f"name a CNN experiment, e.g. one of {', '.join(sorted(registry.experiments)[:4])}"))
+            elif (kind := registry.expand(source)[0].spec.model.kind) != "cnn":
+                problems.append(Problem(str(registry.path), entry.line, key, source,
+                                        f"{source} is a model.kind {kind!r} experiment; sources are cnn experiments"))
     if problems:
         raise RegistryError(problems)
 

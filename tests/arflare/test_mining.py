@@ -119,3 +119,23 @@ def test_a_missing_source_fails_before_anything_runs(tmp_path, synth, capsys, mo
     assert fresh.run("exp6_hardneg", *FAST) == 2
     assert "create it with: arflare run exp1_basic_reg --profile smoke" in capsys.readouterr().err
     assert fresh.runs() == []
+
+
+@pytest.mark.parametrize(("source", "reason"), [("exp1_basic_rge", "neither an experiment in this file nor a run id"),
+                                                ("exp7_physics_gbm", "is a model.kind 'physics' experiment")])
+def test_validate_checks_the_hard_negative_sources(tmp_path, capsys, source, reason):
+    from pathlib import Path
+
+    from arflare.cli import main
+
+    text = (Path(__file__).parents[2] / "experiments.yaml").read_text()
+    shipped = "hard_negatives: {from: [exp1_basic_reg]"
+    assert shipped in text
+    bad = tmp_path / "experiments.yaml"
+    bad.write_text(text.replace(shipped, f"hard_negatives: {{from: [exp1_basic_reg, {source}]"))
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "experiments.exp6_hardneg.data.hard_negatives.from" in err and reason in err
+    good = tmp_path / "good.yaml"
+    good.write_text(text.replace(shipped, f"hard_negatives: {{from: [{'a1' * 16}]"))
+    assert main(["validate", str(good)]) == 0
