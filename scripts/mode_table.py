@@ -28,8 +28,9 @@ from arflare import record
 from arflare.bootstrap import bootstrap_intervals
 from arflare.commands import open_tracker
 from arflare.source_runs import best_run
-from arflare.spec import RunSpec, SearchSpec
+from arflare.spec import RunSpec
 from registry.loader import load_registry
+from registry.search_spec import SearchSpec
 
 ORACLES = {"p_label_future": "upper bound (knows the future)",
            "p_label_present": "present-information oracle (rate at t)",
