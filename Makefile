@@ -40,10 +40,12 @@ test-browser: install
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 	ARFLARE_SCREENSHOTS=$(CURDIR)/docs $(PY) -m pytest -q -m browser
 
-# The synthetic data set is generated on first use; exp2 in the demo profile, then the ranking.
+# The synthetic data set is generated on first use; a small CNN and the physics trees in the demo
+# profile, then the ranking with AR-bootstrap intervals and the paired difference on test.
 demo: install
-	$(VENV)/bin/arflare run exp2_basic_aug --profile demo
-	$(VENV)/bin/arflare compare --metric tss
+	$(VENV)/bin/arflare run exp7_physics_gbm exp2_basic_aug --profile demo
+	$(VENV)/bin/arflare compare --metric tss --experiment exp2_basic_aug exp7_physics_gbm
+	$(VENV)/bin/arflare compare --paired exp7_physics_gbm exp2_basic_aug
 
 bench: install
 	$(PY) scripts/bench_data.py --root data/synthetic/magnetograms --flow-root data/synthetic/flow
