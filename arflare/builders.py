@@ -16,6 +16,7 @@ from arflare.data.augment import AugmentParams
 from arflare.data.datasets import FlareDataset
 from arflare.data.index import DataIndex
 from arflare.data.sampling import BalancedSampler
+from arflare.distributed import Ranks
 from arflare.hardneg import hard_flags
 from arflare.losses import build_loss, build_mixup, num_outputs_for
 from arflare.models import build_model
@@ -33,8 +34,8 @@ def build_datasets(spec: RunSpec, index: DataIndex) -> dict[str, FlareDataset]:
             for split in ("train", "val", "test")}
 
 
-def build_sampler(spec: RunSpec, dataset: FlareDataset, hard_table=None) -> BalancedSampler:
-    """The training sampler: balancing as the spec says, seeded, reshuffled per epoch.
+def build_sampler(spec: RunSpec, dataset: FlareDataset, hard_table=None, ranks: Ranks = Ranks()) -> BalancedSampler:
+    """The training sampler: balancing as the spec says, seeded, reshuffled per epoch, this rank's slice.
 
     ``hard_table`` (an :mod:`arflare.hardneg` table) flags hard negatives, which are always kept
     and drawn ``data.hard_negatives.weight`` times as often as an ordinary negative.
@@ -42,7 +43,8 @@ def build_sampler(spec: RunSpec, dataset: FlareDataset, hard_table=None) -> Bala
     keys = list(dataset.frame_table["key"])
     hard = None if hard_table is None else hard_flags(keys, dataset.labels, hard_table)
     return BalancedSampler(dataset.labels, mode=spec.data.balance, keep_negative_prob=spec.data.keep_negative_prob,
-                           seed=spec.train.seed, keys=keys, hard=hard, hard_weight=spec.data.hard_negatives.weight)
+                           seed=spec.train.seed, keys=keys, hard=hard, hard_weight=spec.data.hard_negatives.weight,
+                           num_replicas=ranks.world_size, rank=ranks.rank)
 
 
 def build_model_from_spec(spec: RunSpec) -> torch.nn.Module:
@@ -105,10 +107,12 @@ class Components:
     keep_rate: float | None = None
 
 
-def build_components(spec: RunSpec, index: DataIndex, device: torch.device, *, hard_table=None) -> Components:
+def build_components(spec: RunSpec, index: DataIndex, device: torch.device, *, hard_table=None,
+                     ranks: Ranks = Ranks()) -> Components:
     """Model, datasets, loaders, loss, optimizer, scheduler and Mixup for ``spec``, placed on ``device``."""
     datasets = build_datasets(spec, index)
-    loaders, generators = build_loaders(spec, datasets, pin_memory=device.type == "cuda", hard_table=hard_table)
+    loaders, generators = build_loaders(spec, datasets, pin_memory=device.type == "cuda", hard_table=hard_table,
+                                        ranks=ranks)
     model = build_model_from_spec(spec).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -126,19 +130,24 @@ def build_components(spec: RunSpec, index: DataIndex, device: torch.device, *, h
                       keep_rate=training_keep_rate(loaders["train"].sampler.negative_keep_rate(), spec.train.class_weights))
 
 
-def build_loaders(spec: RunSpec, datasets: dict[str, FlareDataset], *, pin_memory: bool, hard_table=None
-                  ) -> tuple[dict[str, DataLoader], dict[str, torch.Generator]]:
-    """The three loaders (train sampled and balanced, val/test in order) and their generators."""
+def build_loaders(spec: RunSpec, datasets: dict[str, FlareDataset], *, pin_memory: bool, hard_table=None,
+                  ranks: Ranks = Ranks()) -> tuple[dict[str, DataLoader], dict[str, torch.Generator]]:
+    """The three loaders (train sampled and balanced, val/test in order) and their generators.
+
+    Under DDP ``train.batch_size`` stays the global batch: each rank loads its share of it from
+    its slice of the sampler's draw, and val/test are split between ranks without padding
+    (:meth:`arflare.distributed.Ranks.eval_indices`; the scores are gathered back in order).
+    """
     common = {"num_workers": spec.data.num_workers, "pin_memory": pin_memory,
               "persistent_workers": spec.data.num_workers > 0}
     # Each loader draws its worker seeds from its own generator, not torch's global one, so the
     # dropout/drop-path masks (global RNG) are the same whatever data.num_workers is.
     generators = {split: torch.Generator().manual_seed(spec.train.seed) for split in ("train", "val", "test")}
-    sampler = build_sampler(spec, datasets["train"], hard_table)
-    loaders = {"train": DataLoader(datasets["train"], batch_size=spec.train.batch_size, sampler=sampler,
-                                   generator=generators["train"],
-                                   drop_last=spec.train.mixup.enabled or len(sampler) > spec.train.batch_size, **common)}
+    sampler = build_sampler(spec, datasets["train"], hard_table, ranks)
+    batch = spec.train.batch_size // ranks.world_size  # divisible: checked by arflare.distributed.check_spec
+    loaders = {"train": DataLoader(datasets["train"], batch_size=batch, sampler=sampler, generator=generators["train"],
+                                   drop_last=spec.train.mixup.enabled or len(sampler) > batch, **common)}
     for split in ("val", "test"):
-        loaders[split] = DataLoader(datasets[split], batch_size=spec.train.batch_size * 2, shuffle=False,
+        loaders[split] = DataLoader(datasets[split], batch_size=batch * 2, sampler=ranks.eval_indices(len(datasets[split])),
                                     generator=generators[split], **common)
     return loaders, generators

@@ -9,6 +9,7 @@ and ``validate`` answer in well under a second.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -44,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return synth_main(argv[1:])
     parser = _build_parser()
     args = parser.parse_args(argv)
+    args.argv = argv  # `run --nproc N` starts N processes with the same command line
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_BAD_INPUT
@@ -127,6 +129,9 @@ def _build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--checkpoint-fp16", action="store_true", help="log best.pt in half precision (half the size)")
     cmd.add_argument("--log-last-checkpoint", action="store_true",
                      help="also log the full-state last.pt (optimizer included); by default it stays local until the run ends")
+    cmd.add_argument("--nproc", type=_positive_int, default=1, metavar="N",
+                     help="train each run data-parallel in N processes on this machine through torchrun "
+                          "(one per GPU; gloo on CPU); train.batch_size stays the global batch (default 1)")
     cmd = add("runs", _cmd_runs, "list tracked runs, newest first: status (STALE when a RUNNING run went silent), age, heartbeat",
               "arflare runs --mark-stale-killed")
     cmd.add_argument("--experiment", "-e", nargs="+", metavar="NAME", help="only these experiments")
@@ -229,13 +234,32 @@ def _cmd_validate(args) -> int:
 
 
 def _cmd_run(args) -> int:
-    registry = _load(args)
+    registry = _load(args)  # bad input fails here, before any process starts
+    world = os.environ.get("WORLD_SIZE")  # set by torchrun in each of its processes
+    if world is not None and args.nproc not in (1, int(world)):
+        raise UserError(f"--nproc {args.nproc} inside torchrun, which started {world} processes; drop --nproc")
+    if args.nproc > 1 and world is None and not args.dry_run:
+        from arflare.distributed import launch  # torch: only when training
+
+        return launch(args.nproc, _without_nproc(args.argv))
     from arflare.checkpoints import CheckpointOptions
     from arflare.running import RunOptions, run_experiments  # torch: only when training
 
     options = RunOptions(force=args.force, restart=args.restart, dry_run=args.dry_run,
                          checkpoints=CheckpointOptions(fp16_best=args.checkpoint_fp16, log_last=args.log_last_checkpoint))
     return run_experiments(registry, args.names, profile=args.profile, sets=args.sets, options=options)
+
+
+def _without_nproc(argv: Sequence[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip or arg.startswith("--nproc="):
+            skip = False
+            continue
+        skip = arg == "--nproc"
+        if not skip:
+            out.append(arg)
+    return out
 
 
 def _cmd_runs(args) -> int:

@@ -10,7 +10,7 @@ is scored exactly once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -104,9 +104,14 @@ def split_metrics(split: SplitScores, threshold: float, keep_rate: float | None 
 
 def evaluate(model: torch.nn.Module, loaders: Mapping, loss_fn: torch.nn.Module, device: torch.device, *,
              threshold: float, threshold_meets_constraints: bool, best_epoch: int, epochs_run: int,
-             history: dict[str, list[float]], keep_rate: float | None = None) -> Evaluation:
-    """Score ``model`` (already holding the best weights) on val, then test once with val's ``threshold``."""
-    splits = {split: predict(model, loaders[split], loss_fn, device) for split in ("val", "test")}
+             history: dict[str, list[float]], keep_rate: float | None = None,
+             gather: Callable[[SplitScores], SplitScores] | None = None) -> Evaluation:
+    """Score ``model`` (already holding the best weights) on val, then test once with val's ``threshold``.
+
+    ``gather`` merges the parts of a split that DDP ranks scored (see :mod:`arflare.distributed`).
+    """
+    gather = gather or (lambda part: part)
+    splits = {split: gather(predict(model, loaders[split], loss_fn, device)) for split in ("val", "test")}
     return Evaluation(splits=splits, metrics=final_metrics(splits, threshold, keep_rate), threshold=threshold,
                       threshold_meets_constraints=threshold_meets_constraints, best_epoch=best_epoch,
                       epochs_run=epochs_run, history=history, keep_rate=keep_rate)

@@ -6,19 +6,27 @@ last completed epoch (``--restart`` starts a fresh run instead); RUNNING with a 
 heartbeat -> skip, it is training elsewhere (``--force`` starts another); FAILED -> a fresh
 run, never a silent resume (a NaN loss would come back). This is a training command: torch
 is imported at the top.
+
+Under torchrun (``arflare run NAME --nproc N``) every process runs this; rank 0 alone prepares
+the data first, opens the tracking store and decides, and the other ranks follow its decision
+(:mod:`arflare.distributed`). A failed run then ends the command on every rank.
 """
 
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal
 
 from arflare import record
 from arflare.checkpoints import LAST_FILE, CheckpointOptions
 from arflare.commands import headline, open_tracker
+from arflare.distributed import Ranks, check_spec, start, stop
+from arflare.errors import UsageError
 from arflare.lifecycle import (
     Identity,
     RunPlan,
@@ -51,10 +59,25 @@ def run_experiments(registry: Registry, names: Sequence[str], *, profile: str | 
     plans = [run for name in names for run in registry.expand(name, profile=profile, sets=sets)]
     for spec in {run.spec for run in plans}:
         preflight(spec)
-    check_sources(registry, plans, profile=profile)  # a missing source fails here with the command that creates it
     if options.dry_run:
+        check_sources(registry, plans, profile=profile)
         return _dry_run(plans, registry, profile=profile)
+    ranks = start([run.spec.train.device for run in plans])
+    try:
+        return _run_all(registry, plans, profile=profile, options=options, ranks=ranks)
+    finally:
+        stop(ranks)
+
+
+def _run_all(registry: Registry, plans: list[Run], *, profile: str | None, options: RunOptions, ranks: Ranks) -> int:
+    problems = [f"{run.name}: {problem}" for run in plans for problem in check_spec(run.spec, ranks.world_size)]
+    if problems:
+        raise UsageError(f"cannot train in {ranks.world_size} processes: " + "; ".join(problems))
+    if not ranks.is_main:
+        return _follow(plans, options=options, ranks=ranks)
+    check_sources(registry, plans, profile=profile)  # a missing source fails here with the command that creates it
     indexes = _prepare_all(plans)  # every data root is checked before the first run starts
+    ranks.barrier()  # the data exists and its index is cached: the other ranks load it now
     tracker = open_tracker(registry)
     # A hybrid's source is resolved to a run id and fetched now: a missing one stops before any run starts.
     plans = [replace(run, spec=pin_sources(run.spec, tracker=tracker, profile=profile,
@@ -70,10 +93,47 @@ def run_experiments(registry: Registry, names: Sequence[str], *, profile: str | 
                        description=registry.experiments[run.experiment].description, profile=profile,
                        registry_dir=registry.path.parent)
         action, run_id = _decide(tracker, plan, identity, options)
+        ranks.share((action, hard))
         if action != "skip":
-            failed += not _train_one(tracker, plan, identity, index, run_id if action == "resume" else None, options,
-                                     hard=hard)
+            ok = _train_one(tracker, plan, identity, index, run_id if action == "resume" else None, options,
+                            hard=hard, ranks=ranks)
+            failed += not ok
+            if not ok and ranks.active:  # the process group may be broken: stop every rank here
+                say(f"stopping: a run failed under {ranks.world_size} processes; the runs after it were not started")
+                break
     return 1 if failed else 0
+
+
+def _follow(plans: Sequence[Run], *, options: RunOptions, ranks: Ranks) -> int:
+    """A rank other than 0: train each run rank 0 decides to train, never touching the tracking store."""
+    ranks.barrier()  # rank 0 has prepared (maybe generated) the data and cached its index
+    indexes = _prepare_all(plans, progress=False)
+    for run in plans:
+        action, hard = ranks.share(None)
+        if action == "skip":
+            continue
+        try:
+            with tempfile.TemporaryDirectory(prefix="arflare-rank") as folder, ranks.failures():
+                train(run.spec, index=indexes[_data_key(run.spec)], reporter=_Silent(), out_dir=Path(folder),
+                      resume=action == "resume", checkpoints=options.checkpoints, progress=False, hard=hard,
+                      ranks=ranks)
+        except Exception as exc:  # rank 0 records the run FAILED with this error; one line here is enough
+            say(f"rank {ranks.rank}: {run.name} stopped: {type(exc).__name__}: {exc}")
+            return 1
+    return 0
+
+
+class _Silent:
+    """The reporter of ranks other than 0: rank 0 reports the same numbers."""
+
+    def log_metrics(self, metrics, *, step=None) -> None:
+        pass
+
+    def log_artifact(self, local_path, artifact_path=None) -> None:
+        pass
+
+    def log_dict(self, obj, artifact_file) -> None:
+        pass
 
 
 Action = Literal["skip", "new", "resume"]
@@ -113,16 +173,19 @@ def _decide(tracker: Tracker, plan: RunPlan, identity: Identity, options: RunOpt
 
 
 def _train_one(tracker: Tracker, plan: RunPlan, identity: Identity, index, resume_id: str | None,
-               options: RunOptions, *, hard=None) -> bool:
-    say(f"run {plan.run_name}")
+               options: RunOptions, *, hard=None, ranks: Ranks = Ranks()) -> bool:
+    say(f"run {plan.run_name}" + (f" in {ranks.world_size} processes (DDP)" if ranks.active else ""))
     try:
-        with open_run(tracker, plan, identity, resume_run_id=resume_id) as tracked:
+        with open_run(tracker, plan, identity, resume_run_id=resume_id) as tracked, ranks.failures():
+            if ranks.active:
+                tracked.handle.set_tags({record.TAG_WORLD_SIZE: str(ranks.world_size)})
             if hard is not None:
                 tracked.handle.set_tags(hard.tags)
                 if not tracked.resumed:
                     tracked.handle.log_params(hard.params)
             result = train(plan.spec, index=index, reporter=tracked.handle, out_dir=tracked.folder,
-                           resume=tracked.resumed, checkpoints=options.checkpoints, run_name=plan.run_name, hard=hard)
+                           resume=tracked.resumed, checkpoints=options.checkpoints, run_name=plan.run_name, hard=hard,
+                           ranks=ranks)
     except KeyboardInterrupt:
         say(f"run {plan.run_name} KILLED; its state is kept: arflare run {plan.experiment} resumes it")
         raise
@@ -144,12 +207,12 @@ def _data_key(spec) -> tuple:
     return spec.data.root, spec.data.flow_input, spec.data.strict
 
 
-def _prepare_all(plans: Sequence[Run]) -> dict:
+def _prepare_all(plans: Sequence[Run], *, progress: bool = True) -> dict:
     """One index per distinct data input, shared by the runs that read it."""
     indexes = {}
     for run in plans:
         if _data_key(run.spec) not in indexes:
-            indexes[_data_key(run.spec)] = prepare_data(run.spec)
+            indexes[_data_key(run.spec)] = prepare_data(run.spec, progress=progress)
     return indexes
 
 

@@ -60,7 +60,7 @@ def _auto_variants() -> str:
 # the hash. The data itself is identified by the index fingerprint passed to spec_hash, so the
 # same shards in another checkout or on a cluster hash the same.
 _NOT_HASHED = {("data", "root"), ("data", "flow_root"), ("data", "generate_if_missing"), ("data", "num_workers"),
-               ("data", "cache_dir"), ("train", "device"), ("eval", "plots")}
+               ("data", "cache_dir"), ("train", "device"), ("train", "compile"), ("eval", "plots")}
 # The same fields as dotted param keys: `arflare compare` never shows or groups by them.
 LOCATION_KEYS = frozenset(f"{section}.{key}" for section, key in _NOT_HASHED)
 
@@ -226,7 +226,8 @@ class TrainSpec(_Spec):
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="Label smoothing; with Mixup it is applied by Mixup.")
     mixup: MixupSpec = Field(default_factory=MixupSpec, description="Mixup / CutMix.")
     early_stopping: EarlyStoppingSpec = Field(default_factory=EarlyStoppingSpec, description="Early stopping on eval.monitor.")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available (bf16 autocast, channels_last), else cpu (fp32).")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available (bf16 autocast, channels_last, pinned memory), else cpu (fp32).")
+    compile: bool = Field(False, description="torch.compile the training step's model: worth it on a GPU for long runs (the first steps wait for the compile, about a minute); rarely on a CPU. Speed only: not part of the spec hash.")
 
 
 class EvalSpec(_Spec):

@@ -35,6 +35,7 @@ from arflare.checkpoints import (
     save_weights,
 )
 from arflare.data.index import DataIndex
+from arflare.distributed import Ranks
 from arflare.evaluation import Reporter, choose_threshold, evaluate, predict, report, split_metrics, to_device
 from arflare.metrics import monitor_sign
 from arflare.spec import RunSpec
@@ -63,7 +64,8 @@ class TrainResult:
 
 def train(spec: RunSpec, *, index: DataIndex, reporter: Reporter, out_dir: Path, progress: bool = True,
           resume: bool = False, on_validation: ValidationHook | None = None,
-          checkpoints: CheckpointOptions = CheckpointOptions(), run_name: str = "", hard=None) -> TrainResult:
+          checkpoints: CheckpointOptions = CheckpointOptions(), run_name: str = "", hard=None,
+          ranks: Ranks = Ranks()) -> TrainResult:
     """Train ``spec`` on ``index``, report per-epoch metrics, then test once with the best checkpoint.
 
     After every epoch ``out_dir/checkpoints/last.pt`` holds the full training state (model,
@@ -85,6 +87,8 @@ def train(spec: RunSpec, *, index: DataIndex, reporter: Reporter, out_dir: Path,
         run_name: Named in the figures' captions (``exp5_atto_mixup/seed=3``).
         hard: The resolved hard negatives (:class:`arflare.lineage.HardNegativeSet`): over-sampled in
             training, and ``fpr_hard`` reported beside ``fpr`` for val (each epoch) and test.
+        ranks: This process's DDP rank (see :mod:`arflare.distributed`). Every rank trains on its
+            slice; only rank 0 writes checkpoints and reports, the others get a silent ``reporter``.
 
     Raises:
         NonFiniteLossError: the loss became NaN/inf (the best checkpoint so far is still reported).
@@ -96,56 +100,73 @@ def train(spec: RunSpec, *, index: DataIndex, reporter: Reporter, out_dir: Path,
                            on_validation=on_validation)
     ckpt_dir = Path(out_dir) / record.CHECKPOINTS
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    seed_everything(spec.train.seed)
-    device = pick_device(spec.train.device)
-    parts = build_components(spec, index, device, hard_table=None if hard is None else hard.table)
+    seed_everything(spec.train.seed)  # the same on every rank: rank 0's saved RNG state then resumes them all
+    device = pick_device(spec.train.device, local_rank=ranks.local_rank)
+    parts = build_components(spec, index, device, hard_table=None if hard is None else hard.table, ranks=ranks)
     rule = spec.train.early_stopping
     best = BestCheckpoint(min_delta=rule.min_delta, patience=rule.patience, min_epochs=rule.min_epochs)
     state = TrainState()
-    if resume and (ckpt_dir / LAST_FILE).is_file():
-        _restore(ckpt_dir / LAST_FILE, parts, best, state, device)
+    saved = load(ckpt_dir / LAST_FILE) if resume and ranks.is_main and (ckpt_dir / LAST_FILE).is_file() else None
+    saved = ranks.share(saved)  # loaded on the CPU: the other ranks unpickle it
+    if saved is not None:
+        _restore(saved, parts, best, state)
         _report_missing_epochs(reporter, state.history)
         log.info("resuming after epoch %d of %d (best so far: epoch %d)", state.epoch, spec.train.epochs, best.best_epoch)
     resumed_from = state.epoch
-    log.info("training %s on %s: %d train / %d val / %d test samples, %d steps per epoch", spec.model.backbone, device,
-             len(parts.datasets["train"]), len(parts.datasets["val"]), len(parts.datasets["test"]), parts.steps_per_epoch)
+    step_model = _step_model(spec, parts.model, device, ranks)
+    log.info("training %s on %s%s: %d train / %d val / %d test samples, %d steps per epoch", spec.model.backbone, device,
+             f" x {ranks.world_size} processes" if ranks.active else "", len(parts.datasets["train"]),
+             len(parts.datasets["val"]), len(parts.datasets["test"]), parts.steps_per_epoch)
     spec_json = spec.model_dump(mode="json")
     try:
         while not state.stopped and state.epoch < spec.train.epochs:
             epoch = state.epoch + 1
-            metrics = _run_epoch(spec, parts, best, state, epoch, device, ckpt_dir, spec_json, progress, hard)
-            _save_state(ckpt_dir / LAST_FILE, parts, best, state)  # before reporting: see _report_missing_epochs
+            metrics = _run_epoch(spec, parts, step_model, best, state, epoch, device, ckpt_dir, spec_json,
+                                 progress, hard, ranks)
+            if ranks.is_main:
+                _save_state(ckpt_dir / LAST_FILE, parts, best, state)  # before reporting: see _report_missing_epochs
             reporter.log_metrics(metrics, step=epoch)
             if on_validation is not None:
                 on_validation(epoch, metrics)
             if state.stopped:
                 log.info("early stopping after epoch %d: no %s improvement for %d epochs", epoch, spec.eval.monitor, best.stale)
-        parts.model.load_state_dict(load(ckpt_dir / BEST_FILE, device)["model"])
+        if ranks.is_main:
+            parts.model.load_state_dict(load(ckpt_dir / BEST_FILE, device)["model"])
+        ranks.sync_state(parts.model)
         evaluation = evaluate(parts.model, parts.loaders, parts.loss, device, threshold=best.threshold,
                               threshold_meets_constraints=best.constrained, best_epoch=best.best_epoch,
-                              epochs_run=state.epoch, history=state.history, keep_rate=parts.keep_rate)
+                              epochs_run=state.epoch, history=state.history, keep_rate=parts.keep_rate,
+                              gather=ranks.gather_split)
         if hard is not None:
             evaluation.metrics.update(hard.final_metrics(parts.datasets, evaluation.splits, best.threshold))
-        report(evaluation, spec=spec, datasets=parts.datasets, reporter=reporter, out_dir=Path(out_dir), run_name=run_name)
-        _log_checkpoints(reporter, ckpt_dir, checkpoints, with_last=checkpoints.log_last)
+        if ranks.is_main:
+            report(evaluation, spec=spec, datasets=parts.datasets, reporter=reporter, out_dir=Path(out_dir),
+                   run_name=run_name)
+            _log_checkpoints(reporter, ckpt_dir, checkpoints, with_last=checkpoints.log_last)
     except BaseException:
-        if (ckpt_dir / BEST_FILE).is_file():  # the best weights so far stay with a failed or killed run
+        if ranks.is_main and (ckpt_dir / BEST_FILE).is_file():  # the best weights so far stay with a failed or killed run
             _log_checkpoints(reporter, ckpt_dir, checkpoints, with_last=False)
         raise
     return TrainResult(metrics=evaluation.metrics, best_epoch=best.best_epoch, epochs_run=state.epoch,
                        threshold=best.threshold, history=state.history, resumed_from=resumed_from)
 
 
-def _run_epoch(spec, parts: Components, best: BestCheckpoint, state: TrainState, epoch: int, device, ckpt_dir: Path,
-               spec_json: dict, progress: bool, hard=None) -> dict[str, float]:
-    """Train and validate one epoch, update the best checkpoint and ``state``; return the epoch's metrics."""
+def _run_epoch(spec, parts: Components, step_model, best: BestCheckpoint, state: TrainState, epoch: int, device,
+               ckpt_dir: Path, spec_json: dict, progress: bool, hard=None, ranks: Ranks = Ranks()) -> dict[str, float]:
+    """Train and validate one epoch, update the best checkpoint and ``state``; return the epoch's metrics.
+
+    Every rank computes the same metrics, threshold and best epoch from the gathered validation
+    scores, so they all stop together; rank 0 alone writes ``best.pt``.
+    """
     started = time.perf_counter()
     parts.datasets["train"].set_epoch(epoch)
     parts.loaders["train"].sampler.set_epoch(epoch)
-    train_loss, steps = _train_epoch(parts.model, parts.loaders["train"], parts.loss, parts.mixup, parts.optimizer,
+    train_loss, steps = _train_epoch(step_model, parts.loaders["train"], parts.loss, parts.mixup, parts.optimizer,
                                      parts.scheduler, device, epoch=epoch, max_steps=spec.train.max_steps_per_epoch,
-                                     step0=state.updates, grad_clip=spec.train.grad_clip, progress=progress)
-    val = predict(parts.model, parts.loaders["val"], parts.loss, device)
+                                     step0=state.updates, grad_clip=spec.train.grad_clip, progress=progress,
+                                     ranks=ranks)
+    ranks.sync_state(parts.model)  # BatchNorm statistics drift apart per rank: validate (and save) rank 0's
+    val = ranks.gather_split(predict(parts.model, parts.loaders["val"], parts.loss, device))
     threshold, constrained = choose_threshold(spec, val)
     scores = split_metrics(val, threshold, parts.keep_rate)
     if hard is not None:
@@ -155,7 +176,7 @@ def _run_epoch(spec, parts: Components, best: BestCheckpoint, state: TrainState,
     log.info("epoch %d: train/loss %.4f val/loss %.4f val/auc %.4f val/tss %.4f (%.1fs)", epoch, train_loss,
              val.loss, scores["auc"], scores["tss"], metrics["epoch_seconds"])
     monitored = monitor_sign(spec.eval.monitor) * scores[spec.eval.monitor]
-    if best.update(epoch, monitored, threshold=threshold, constrained=constrained):
+    if best.update(epoch, monitored, threshold=threshold, constrained=constrained) and ranks.is_main:
         save_weights(ckpt_dir / BEST_FILE, parts.model, spec=spec_json, epoch=epoch, threshold=threshold)
     for name, value in metrics.items():
         state.history.setdefault(name, []).append(value)
@@ -171,8 +192,7 @@ def _save_state(path: Path, parts: Components, best: BestCheckpoint, state: Trai
                  "rng": rng_state(parts.generators)}, path)
 
 
-def _restore(path: Path, parts: Components, best: BestCheckpoint, state: TrainState, device) -> None:
-    saved = load(path, device)
+def _restore(saved: dict, parts: Components, best: BestCheckpoint, state: TrainState) -> None:
     parts.model.load_state_dict(saved["model"])
     parts.optimizer.load_state_dict(saved["optimizer"])
     parts.scheduler.load_state_dict(saved["scheduler"])
@@ -207,28 +227,37 @@ def _log_checkpoints(reporter: Reporter, ckpt_dir: Path, options: CheckpointOpti
 
 
 def _train_epoch(model, loader, loss_fn, mixup, optimizer, scheduler, device, *, epoch, max_steps, step0, grad_clip,
-                 progress) -> tuple[float, int]:
-    """One pass over the (balanced) training set, or ``max_steps`` of it; returns mean loss and steps taken."""
+                 progress, ranks: Ranks = Ranks()) -> tuple[float, int]:
+    """One pass over the (balanced) training set, or ``max_steps`` of it; returns mean loss and steps taken.
+
+    Under DDP every rank sees every rank's loss before stepping: a NaN on one rank stops them all
+    at the same step (and the mean loss is over all ranks' samples).
+    """
     model.train()
     total, count, step = 0.0, 0, 0
     bar = tqdm(total=_epoch_steps(loader, max_steps), desc=f"epoch {epoch}", unit="step", leave=False, disable=not progress)
     for step, batch in enumerate(loader, start=1):
         inputs, target = to_device(batch, device)
+        if device.type == "cuda" and inputs["image"].dim() == 4:  # the model is channels_last on CUDA: match it
+            inputs["image"] = inputs["image"].contiguous(memory_format=torch.channels_last)
         if mixup is not None:
             inputs["image"], target = mixup(inputs["image"], target.long())
         with _autocast(device):
             loss = loss_fn(model(inputs), target)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"training loss is {loss.item()} at epoch {epoch}, step {step}; "
-                                     "lower train.lr, set train.grad_clip, or check the data for NaNs")
+        losses = ranks.losses(loss)
+        if not all(np.isfinite(losses)):
+            where = ", ".join(f"rank {r}" for r, value in enumerate(losses) if not np.isfinite(value))
+            raise NonFiniteLossError(f"training loss is {losses[0] if len(losses) == 1 else losses} "
+                                     f"{'' if len(losses) == 1 else f'(non-finite on {where}) '}at epoch {epoch}, "
+                                     f"step {step}; lower train.lr, set train.grad_clip, or check the data for NaNs")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         scheduler.step_update(num_updates=step0 + step)
-        total += loss.item() * len(target)
-        count += len(target)
+        total += sum(losses) * len(target)  # ranks' batches are the same size
+        count += len(target) * len(losses)
         bar.update()
         bar.set_postfix(loss=f"{total / count:.4f}")
         if max_steps is not None and step >= max_steps:
@@ -252,10 +281,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def pick_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; asking for cuda without one is an error."""
+def pick_device(name: str, *, local_rank: int = 0) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; asking for cuda without one is an error.
+
+    On CUDA each DDP process on a node takes the device of its ``local_rank``.
+    """
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("train.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    if name == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", local_rank)
+
+
+def _step_model(spec: RunSpec, model: torch.nn.Module, device: torch.device, ranks: Ranks) -> torch.nn.Module:
+    """What training steps call: ``model`` in DDP when several ranks, compiled with ``train.compile``.
+
+    ``model`` itself stays unwrapped: it holds the weights that checkpoints save and evaluation uses.
+    """
+    wrapped = ranks.wrap(model, device)
+    return torch.compile(wrapped) if spec.train.compile else wrapped
