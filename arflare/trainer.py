@@ -238,7 +238,7 @@ def _train_epoch(model, loader, loss_fn, mixup, optimizer, scheduler, device, *,
     bar = tqdm(total=_epoch_steps(loader, max_steps), desc=f"epoch {epoch}", unit="step", leave=False, disable=not progress)
     for step, batch in enumerate(loader, start=1):
         inputs, target = to_device(batch, device)
-        if device.type == "cuda" and inputs["image"].dim() == 4:  # the model is channels_last on CUDA: match it
+        if device.type == "cuda" and "image" in inputs and inputs["image"].dim() == 4:  # channels_last model: match it
             inputs["image"] = inputs["image"].contiguous(memory_format=torch.channels_last)
         if mixup is not None:
             inputs["image"], target = mixup(inputs["image"], target.long())
