@@ -247,7 +247,8 @@ def _train_epoch(model, loader, loss_fn, mixup, optimizer, scheduler, device, *,
         losses = ranks.losses(loss)
         if not all(np.isfinite(losses)):
             where = ", ".join(f"rank {r}" for r, value in enumerate(losses) if not np.isfinite(value))
-            raise NonFiniteLossError(f"training loss is {losses[0] if len(losses) == 1 else losses} "
+            shown = f"{losses[0]}" if len(losses) == 1 else f"[{', '.join(f'{v:.4g}' for v in losses)}]"
+            raise NonFiniteLossError(f"training loss is {shown} "
                                      f"{'' if len(losses) == 1 else f'(non-finite on {where}) '}at epoch {epoch}, "
                                      f"step {step}; lower train.lr, set train.grad_clip, or check the data for NaNs")
         optimizer.zero_grad(set_to_none=True)
