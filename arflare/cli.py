@@ -239,8 +239,10 @@ def _cmd_run(args) -> int:
     if world is not None and args.nproc not in (1, int(world)):
         raise UserError(f"--nproc {args.nproc} inside torchrun, which started {world} processes; drop --nproc")
     if args.nproc > 1 and world is None and not args.dry_run:
-        from arflare.distributed import launch  # torch: only when training
+        from arflare.distributed import check_plans, launch  # torch: only when training
 
+        check_plans([run for name in args.names for run in registry.expand(name, profile=args.profile, sets=args.sets)],
+                    args.nproc)
         return launch(args.nproc, _without_nproc(args.argv))
     from arflare.checkpoints import CheckpointOptions
     from arflare.running import RunOptions, run_experiments  # torch: only when training

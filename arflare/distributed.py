@@ -143,6 +143,17 @@ class Ranks:
             raise
 
 
+def check_plans(plans, world_size: int) -> None:
+    """Refuse, before anything starts, planned runs (``registry.loader.Run``) that cannot train in ``world_size`` processes.
+
+    Raises:
+        UsageError: naming every run and problem.
+    """
+    problems = [f"{run.name}: {problem}" for run in plans for problem in check_spec(run.spec, world_size)]
+    if problems:
+        raise UsageError(f"cannot train in {world_size} processes: " + "; ".join(problems))
+
+
 def check_spec(spec, world_size: int) -> list[str]:
     """What stops ``spec`` from training in ``world_size`` processes (empty when nothing does)."""
     if world_size == 1:
@@ -198,9 +209,10 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
     """Run ``arflare <argv>`` in ``nproc`` processes on this machine through ``torch.distributed.run``.
 
     Returns:
-        0 when every process ended well, 1 when one failed (its error is printed above), 130
-        when interrupted.
+        0 when every process ended well; else the first failed process's exit code when it says
+        bad input (2), 130 when interrupted, 1 otherwise (the error is printed above).
     """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
@@ -212,7 +224,10 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
         rank, failure = exc.get_first_failure()
         print(f"arflare: rank {rank} of {nproc} exited with code {failure.exitcode}; its error is printed above",
               file=sys.stderr)
-        return 1
+        return 2 if failure.exitcode == 2 else 1
+    except SignalException as exc:  # Ctrl-C or SIGTERM at the launcher: torchrun stopped the ranks (run KILLED)
+        print(f"interrupted ({exc.sigval.name})", file=sys.stderr)
+        return 130
     return 0
 
 

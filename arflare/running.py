@@ -25,8 +25,7 @@ from typing import Literal
 from arflare import record
 from arflare.checkpoints import LAST_FILE, CheckpointOptions
 from arflare.commands import headline, open_tracker
-from arflare.distributed import Ranks, check_spec, start, stop
-from arflare.errors import UsageError
+from arflare.distributed import Ranks, check_plans, start, stop
 from arflare.lifecycle import (
     Identity,
     RunPlan,
@@ -70,9 +69,7 @@ def run_experiments(registry: Registry, names: Sequence[str], *, profile: str | 
 
 
 def _run_all(registry: Registry, plans: list[Run], *, profile: str | None, options: RunOptions, ranks: Ranks) -> int:
-    problems = [f"{run.name}: {problem}" for run in plans for problem in check_spec(run.spec, ranks.world_size)]
-    if problems:
-        raise UsageError(f"cannot train in {ranks.world_size} processes: " + "; ".join(problems))
+    check_plans(plans, ranks.world_size)
     if not ranks.is_main:
         return _follow(plans, options=options, ranks=ranks)
     check_sources(registry, plans, profile=profile)  # a missing source fails here with the command that creates it
