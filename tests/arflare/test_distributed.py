@@ -116,3 +116,29 @@ def test_a_fault_on_rank_1_ends_every_rank_and_fails_the_run(ws, fault, says):
     assert failed.info.status == "FAILED"
     assert says in failed.data.tags[record.TAG_ERROR], failed.data.tags[record.TAG_ERROR]
     assert "traceback" not in done.stderr.split("FAILED")[0].lower() or says in done.stderr
+
+
+def test_ddp_refuses_batches_that_do_not_split_and_tree_kinds():
+    from arflare.distributed import check_spec
+    from arflare.spec import RunSpec
+
+    def spec(**train):
+        return RunSpec.model_validate({"train": {"batch_size": 8} | train})
+
+    assert check_spec(spec(), 1) == [] and check_spec(spec(), 2) == [] and check_spec(spec(), 4) == []
+    (problem,) = check_spec(spec(), 3)
+    assert "train.batch_size=8" in problem and "multiple of 3" in problem
+    mixup = {"mixup": {"mixup_alpha": 0.2}}
+    assert check_spec(spec(**mixup, batch_size=12), 2) == []  # 6 per rank: 3 pairs
+    assert "multiple of 8" in check_spec(spec(**mixup, batch_size=12), 4)[0]  # 3 per rank: no pairs
+    physics = RunSpec.model_validate({"model": {"kind": "physics"}})
+    assert any("without --nproc" in p for p in check_spec(physics, 2))
+
+
+def test_eval_shards_cover_every_position_once():
+    from arflare.distributed import Ranks
+
+    for world in (2, 3):
+        shards = [Ranks(rank=r, world_size=world).eval_indices(10) for r in range(world)]
+        assert sorted(i for shard in shards for i in shard) == list(range(10))
+    assert Ranks().eval_indices(10) is None  # one process: the plain in-order loader
