@@ -48,21 +48,22 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _single_process_scores(spec, best: dict, split: str) -> pd.DataFrame:
+def _single_process_scores(spec, best: dict, datasets: dict, split: str):
     """What one process gets scoring ``split`` with the checkpoint: the reference for DDP."""
-    from arflare.builders import build_datasets, build_loss_from_spec, build_model_from_spec
+    from arflare.builders import build_loss_from_spec, build_model_from_spec
     from arflare.evaluation import predict
-    from arflare.lifecycle import prepare_data
 
     model = build_model_from_spec(spec)
     model.load_state_dict(best["model"])
-    dataset = build_datasets(spec, prepare_data(spec, progress=False))[split]
-    loader = torch.utils.data.DataLoader(dataset, batch_size=7)  # any batching gives the same scores
-    return predict(model, loader, build_loss_from_spec(spec), torch.device("cpu")), dataset
+    loader = torch.utils.data.DataLoader(datasets[split], batch_size=7)  # any batching gives the same scores
+    return predict(model, loader, build_loss_from_spec(spec), torch.device("cpu"))
 
 
 def test_ddp_run_killed_and_resumed_is_one_run_scoring_every_sample_once(ws):
+    from arflare.builders import build_datasets, build_sampler
+    from arflare.calibration import training_keep_rate
     from arflare.evaluation import split_metrics
+    from arflare.lifecycle import prepare_data
     from arflare.spec import RunSpec
 
     args = _args(ws, "--set", "train.epochs=3", "--set", "train.max_steps_per_epoch=2", "--nproc", "2")
@@ -92,13 +93,16 @@ def test_ddp_run_killed_and_resumed_is_one_run_scoring_every_sample_once(ws):
     best = torch.load(ws.client.download_artifacts(run.info.run_id, "checkpoints/best.pt"), weights_only=False)
     spec = RunSpec.model_validate(best["spec"])
     threshold = run.data.metrics["threshold"]
+    datasets = build_datasets(spec, prepare_data(spec, progress=False))
+    keep_rate = training_keep_rate(build_sampler(spec, datasets["train"]).negative_keep_rate(), spec.train.class_weights)
+    assert run.data.metrics[record.METRIC_KEEP_RATE] == pytest.approx(keep_rate)
     for split, prefix in (("val", "best/val_"), ("test", "test/")):
         logged = pd.read_parquet(ws.client.download_artifacts(run.info.run_id, f"predictions/{split}.parquet"))
-        reference, dataset = _single_process_scores(spec, best, split)
-        keys = list(dataset.frame_table["key"])
+        reference = _single_process_scores(spec, best, datasets, split)
+        keys = list(datasets[split].frame_table["key"])
         assert logged["key"].is_unique and list(logged["key"]) == keys, split  # each sample once, in order
         assert logged["score"].to_numpy() == pytest.approx(reference.scores, abs=1e-5)
-        expected = split_metrics(reference, threshold)
+        expected = split_metrics(reference, threshold, keep_rate)
         for name, value in expected.items():
             got = run.data.metrics[f"{prefix}{name}"]
             assert (np.isnan(got) and np.isnan(value)) or got == pytest.approx(value, rel=1e-4, abs=1e-6), (split, name)
