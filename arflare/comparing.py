@@ -112,7 +112,7 @@ def compare(registry, *, metric: str, split: str, experiments: Sequence[str] | N
     from registry._compare_render import footer_lines, render
     from arflare.commands import open_tracker
 
-    records = open_tracker(registry).search(experiments=experiments)
+    records = comparable(open_tracker(registry).search(experiments=experiments))
     if not records:
         scope = f" for {', '.join(experiments)}" if experiments else ""
         return f"no runs yet{scope}; start one with: arflare run NAME\n", []
@@ -125,6 +125,18 @@ def compare(registry, *, metric: str, split: str, experiments: Sequence[str] | N
     if fmt in ("json", "csv"):
         return render(comparison, fmt), footer_lines(comparison, footer)
     return render(comparison, fmt, wide=wide, footer=footer), []
+
+
+def comparable(records: Sequence[RunRecord]) -> list[RunRecord]:
+    """The runs a comparison ranks: training kinds (``record.KINDS``), plus the sweep parents that head
+    their trials; mine runs carry their source's experiment tag but train nothing."""
+    from arflare import record
+
+    def trains(run: RunRecord) -> bool:
+        kind = record.KINDS.get(run.tags.get(record.TAG_KIND, record.DEFAULT_KIND))
+        return kind is None or kind.trains or bool(run.tags.get(record.TAG_STUDY))
+
+    return [run for run in records if trains(run)]
 
 
 def build_comparison(records: Sequence[RunRecord], *, metric: str = "tss", split: str = "val", top: int | None = None,
@@ -194,7 +206,7 @@ def compare_paired(registry, a: str, b: str, *, metric: str = "tss", fmt: str = 
     from registry._compare_render import render_grid
 
     tracker = open_tracker(registry)
-    records = tracker.search()
+    records = comparable(tracker.search())
     (run_a, how_a), (run_b, how_b) = resolve_run(records, a, metric=metric), resolve_run(records, b, metric=metric)
     fingerprints = [r.tags.get("arflare.data_fingerprint") for r in (run_a, run_b)]
     if fingerprints[0] != fingerprints[1]:

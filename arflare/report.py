@@ -46,7 +46,7 @@ def write_report(registry, names: Sequence[str], *, out: Path, metric: str = "ts
         UsageError: an unknown experiment, an unknown metric, or no runs to report.
     """
     from arflare.commands import open_tracker
-    from arflare.comparing import build_comparison
+    from arflare.comparing import build_comparison, comparable
     from arflare.metrics import compare_metric_key
 
     unknown = [name for name in names if name not in registry.experiments]
@@ -57,7 +57,7 @@ def write_report(registry, names: Sequence[str], *, out: Path, metric: str = "ts
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     tracker = open_tracker(registry)
-    records = tracker.search(experiments=names)
+    records = comparable(tracker.search(experiments=names))
     if not records:
         raise UsageError(f"no runs of {', '.join(names)} yet; start one with: arflare run {names[0]}")
     comparison = build_comparison(records, metric=metric, split=split)

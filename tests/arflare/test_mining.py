@@ -59,6 +59,9 @@ def test_mine_records_only_negatives_above_the_rule_and_a_rerun_reuses_it(ws, ca
     assert ws.arflare("list") == 0  # mine runs carry arflare.experiment but train nothing: not counted
     (row,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("exp1_basic_reg ")]
     assert row.split()[2] == "1"
+    assert ws.arflare("compare", "-e", "exp1_basic_reg") == 0  # nor ranked (or counted as unranked) by compare
+    shown = capsys.readouterr()
+    assert "exp1_basic_reg" in shown.out and "not ranked" not in shown.out + shown.err
 
 
 def test_mine_without_a_finished_source_says_which_command_creates_it(ws, capsys):
