@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install test test-browser test-wheel test-mindeps constraints demo bench clean-store
+.PHONY: install test test-browser test-server test-wheel test-mindeps constraints demo bench clean-store
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,16 @@ constraints: install
 test-browser: install
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 	ARFLARE_SCREENSHOTS=$(CURDIR)/docs $(PY) -m pytest -q -m browser
+
+# Tests marked `server` (skipped by `make test`): a throwaway PostgreSQL cluster and `mlflow server` on
+# loopback, then arflare run / a multi-worker sweep on a PostgreSQL study / compare against them.
+# PostgreSQL is Debian's package (installed here when neither pg_ctl nor /usr/lib/postgresql/*/bin
+# has it); psycopg comes with the `server` extra. Prints each step's wall time.
+test-server: install
+	command -v pg_ctl >/dev/null || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || \
+	  (apt-get update && apt-get install -y postgresql)
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,server]'
+	$(PY) -m pytest -q -s -m server
 
 # The synthetic data set is generated on first use; a small CNN and the physics trees in the demo
 # profile, then the ranking with AR-bootstrap intervals and the paired difference on test.

@@ -186,23 +186,70 @@ def _build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("name", metavar="NAME")
     cmd.add_argument("--trials", type=_positive_int, metavar="N", help="total trials (default: search.n_trials); re-running resumes")
     cmd.add_argument("--workers", type=_positive_int, default=1, metavar="K", help="local worker processes on one study")
-    cmd.add_argument("--storage", metavar="URL", help="Optuna storage (default: a journal file beside the tracking store)")
+    cmd.add_argument("--storage", metavar="URL",
+                     help="Optuna storage (default: a journal file beside the tracking store); postgresql://USER@HOST/DB "
+                          "lets sweep commands on several machines share one study (pip install 'arflare[server]')")
+    cmd.add_argument("--heartbeat-interval", type=_positive_int, metavar="S",
+                     help="RDB storage: seconds between a running trial's heartbeats (default 60)")
+    cmd.add_argument("--grace-period", type=_positive_int, metavar="S",
+                     help="RDB storage: a trial silent this long is failed and queued again (default 180)")
     cmd.add_argument("--best", action="store_true", help="print the best trial and the command that reproduces it")
+    _add_submit(add, common, resolve)
     return parser
 
 
+_SUBMIT_EPILOG = """what it sends:
+  without --sweep   one job per run the experiment expands to (seeds x grid; --seeds replaces
+                    the seed list), submitted as one SLURM job array; each job trains its run
+                    exactly as `arflare run` would (skip if FINISHED, resume if KILLED)
+  with --sweep      K jobs, each one `arflare sweep` worker on the same Optuna study and the
+                    same parent MLflow run; on a cluster --storage postgresql://... is required
+
+on the cluster:
+  jobs inherit this shell's environment: set MLFLOW_TRACKING_URI to the team server first
+  (a sqlite store on a network file system is not safe for many nodes). Each job's id is the
+  tag arflare.job_id of the run it trains. submitit's logs and pickles go to
+  mlruns/submitit/ beside experiments.yaml.
+
+preemption and time limits:
+  submitit asks SLURM for a warning signal before the kill; the job then ends its run KILLED
+  (its resume state kept in mlruns/local/<run id>/, which must be on a shared file system)
+  and requeues itself; the requeued job reopens the same MLflow run and continues after the
+  last completed epoch. A sweep worker's interrupted trial does not count towards the total.
+
+--local runs the same jobs on this machine through submitit's LocalExecutor and waits for
+them (what the tests use; a quick check before a cluster submission).
+
+examples:
+  arflare submit exp2_basic_aug --seeds 0 1 2 --slurm-partition gpu --gpus 1 --time 720
+  arflare submit sweep_reg_mixup --sweep --workers 8 --storage postgresql://arflare@db.internal/optuna
+  arflare submit exp2_basic_aug --profile smoke --local
+"""
+
+
+def _add_submit(add, common, resolve) -> None:
+    cmd = add("submit", _cmd_submit, "send an experiment's runs (or K sweep workers) to SLURM through submitit",
+              "arflare submit exp2_basic_aug --seeds 0 1 2 --slurm-partition gpu --gpus 1", (common, resolve))
+    cmd.epilog = _SUBMIT_EPILOG
+    cmd.add_argument("name", metavar="NAME", help="an experiment from the registry")
+    cmd.add_argument("--seeds", nargs="+", type=int, metavar="S", help="train these seeds (replaces the experiment's seeds)")
+    cmd.add_argument("--sweep", action="store_true", help="submit sweep workers on the experiment's search: block")
+    cmd.add_argument("--workers", type=_positive_int, default=1, metavar="K", help="--sweep: number of worker jobs (default 1)")
+    cmd.add_argument("--trials", type=_positive_int, metavar="N", help="--sweep: total trials (default: search.n_trials)")
+    cmd.add_argument("--storage", metavar="URL", help="--sweep: the Optuna storage every worker shares (postgresql://...)")
+    cmd.add_argument("--slurm-partition", metavar="P", help="SLURM partition (default: the cluster's)")
+    cmd.add_argument("--gpus", type=int, default=0, metavar="G", help="GPUs per job (default 0)")
+    cmd.add_argument("--cpus", type=_positive_int, metavar="C", help="CPU cores per job (default: the cluster's)")
+    cmd.add_argument("--time", type=_positive_int, default=240, metavar="MIN", help="wall-clock limit per job in minutes (default 240)")
+    cmd.add_argument("--nproc", type=_positive_int, default=1, metavar="N", help="DDP processes per job (default 1)")
+    cmd.add_argument("--local", action="store_true", help="run the jobs on this machine (submitit's LocalExecutor) and wait")
+
+
+
 def _load(args):
-    from arflare.spec import RunSpec
-    from registry.loader import load_registry
-    from registry.search_spec import SearchSpec
+    from arflare.commands import open_registry
 
-    from arflare.commands import check_embedding_sources, check_search_blocks
-
-    path = getattr(args, "path", None) or args.file
-    registry = load_registry(path, RunSpec, seed_key="train.seed", search_schema=SearchSpec)
-    check_search_blocks(registry)
-    check_embedding_sources(registry)
-    return registry
+    return open_registry(getattr(args, "path", None) or args.file)
 
 
 def _cmd_list(args) -> int:
@@ -321,8 +368,20 @@ def _cmd_sweep(args) -> int:
     registry = _load(args)
     from arflare.sweeping import sweep  # torch: only when training
 
+    heartbeat = {key: value for key, value in (("interval_s", args.heartbeat_interval), ("grace_s", args.grace_period))
+                 if value is not None}
     return sweep(registry, args.name, profile=args.profile, sets=args.sets, trials=args.trials,
-                 workers=args.workers, storage=args.storage, best=args.best)
+                 workers=args.workers, storage=args.storage, best=args.best, heartbeat=heartbeat)
+
+
+def _cmd_submit(args) -> int:
+    from arflare.submitting import Resources, submit_command
+
+    resources = Resources(partition=args.slurm_partition, gpus=args.gpus, time_min=args.time, nproc=args.nproc,
+                          cpus=args.cpus)
+    return submit_command(_load(args), args.name, profile=args.profile, sets=args.sets, seeds=args.seeds,
+                          sweep_workers=args.workers if args.sweep else None, storage=args.storage, trials=args.trials,
+                          resources=resources, local=args.local)
 
 
 if __name__ == "__main__":

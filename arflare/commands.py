@@ -51,6 +51,18 @@ def open_tracker(registry: Registry, *, stale_after: float | None = None) -> Tra
                    artifact_location=default_artifact_location(folder), stale_after_s=stale_after_s(stale_after))
 
 
+def open_registry(path: str | Path) -> Registry:
+    """Load and check a registry file: the schema, every search block, every hybrid's embedding source."""
+    from arflare.spec import RunSpec
+    from registry.loader import load_registry
+    from registry.search_spec import SearchSpec
+
+    registry = load_registry(path, RunSpec, seed_key="train.seed", search_schema=SearchSpec)
+    check_search_blocks(registry)
+    check_embedding_sources(registry)
+    return registry
+
+
 def list_experiments(registry: Registry) -> str:
     """A table of declared experiments with their run counts (read without importing mlflow)."""
     uri = resolve_tracking_uri(registry.path.parent)

@@ -19,6 +19,7 @@ from registry.tracking import (
     TAG_HEARTBEAT,
     TAG_PARENT,
     TAG_STUDY,
+    TAG_RETRY_OF,
     TAG_TRIAL_NUMBER,
     TAG_TRIAL_STATE,
 )
@@ -29,8 +30,8 @@ __all__ = [
     "TAG_CONFIG_HASH", "TAG_DATA_FINGERPRINT", "TAG_DESCRIPTION", "TAG_DUPLICATE_OF", "TAG_ERROR",
     "TAG_EXPERIMENT", "TAG_GIT_COMMIT", "TAG_LINEAGE", "TAG_MINE_RULE", "TAG_MINE_SOURCE", "TAG_MINE_SPLIT",
     "HARD_NEGATIVES", "METRIC_KEEP_RATE", "TAG_GIT_DIRTY", "TAG_GROUP", "TAG_HEARTBEAT", "TAG_KIND", "TAG_NOTE", "TAG_PARENT",
-    "TAG_PROFILE", "TAG_SOURCE_COMMIT", "TAG_SOURCE_NAME", "TAG_SOURCE_TYPE", "TAG_USER", "TAG_RESUMED", "TAG_WORLD_SIZE", "TAG_SPEC_HASH", "TAG_STUDY", "TAG_TRIAL_NUMBER", "TAG_TRIAL_STATE",
-    "TAG_VERSION", "best_val_metric", "kind", "DEFAULT_KIND", "training_kinds",
+    "TAG_PROFILE", "TAG_SOURCE_COMMIT", "TAG_SOURCE_NAME", "TAG_SOURCE_TYPE", "TAG_USER", "TAG_RESUMED", "TAG_WORLD_SIZE", "TAG_SPEC_HASH", "TAG_STUDY", "TAG_RETRY_OF", "TAG_TRIAL_NUMBER", "TAG_TRIAL_STATE",
+    "TAG_VERSION", "TAG_JOB_ID", "TAG_SCHEDULER", "best_val_metric", "kind", "DEFAULT_KIND", "training_kinds",
 ]
 __all__ += ["ARTIFACT_FEATURES", "ARTIFACT_IMPORTANCES", "ARTIFACT_MODEL"]  # the tree kinds
 
@@ -48,6 +49,8 @@ TAG_DESCRIPTION = "arflare.description"
 TAG_VERSION = "arflare.version"  # importlib.metadata.version("arflare")
 TAG_RESUMED = "arflare.resumed"  # how many times the run was resumed after dying
 TAG_WORLD_SIZE = "arflare.world_size"  # DDP processes that trained the run (absent: one)
+TAG_JOB_ID = "arflare.job_id"  # the scheduler job that trained the run (arflare submit), e.g. SLURM 4242_3
+TAG_SCHEDULER = "arflare.scheduler"  # slurm | local: submitit's executor of that job
 # --- MLflow's own run fields (its UI shows them as Description, Source, User), set by the lifecycle too
 TAG_NOTE = "mlflow.note.content"  # the experiment's description
 TAG_SOURCE_NAME = "mlflow.source.name"  # the command that made the run: "arflare run exp2"

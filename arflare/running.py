@@ -17,8 +17,8 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -26,6 +26,7 @@ from arflare import record
 from arflare.checkpoints import LAST_FILE, CheckpointOptions
 from arflare.commands import headline, open_tracker
 from arflare.distributed import Ranks, check_plans, start, stop
+from arflare.errors import UsageError
 from arflare.lifecycle import (
     Identity,
     RunPlan,
@@ -50,12 +51,19 @@ class RunOptions:
     restart: bool = False
     dry_run: bool = False
     checkpoints: CheckpointOptions = CheckpointOptions()
+    only: str | None = None  # train just this expanded run (a scheduler job's share)
+    takeover: bool = False  # a RUNNING run of the same spec is ours: a requeued job whose process was preempted
+    tags: Mapping[str, str] = field(default_factory=dict)  # set on the run (arflare.job_id)
 
 
 def run_experiments(registry: Registry, names: Sequence[str], *, profile: str | None, sets: Sequence[str],
                     options: RunOptions = RunOptions()) -> int:
     """Expand, prepare data, then skip, resume or train each run; exit code 1 if any run failed."""
     plans = [run for name in names for run in registry.expand(name, profile=profile, sets=sets)]
+    if options.only is not None:
+        plans = [run for run in plans if run.name == options.only]
+        if not plans:
+            raise UsageError(f"{', '.join(names)} has no run named {options.only!r} with these --set values")
     for spec in {run.spec for run in plans}:
         preflight(spec)
     if options.dry_run:
@@ -146,7 +154,9 @@ def _decide(tracker: Tracker, plan: RunPlan, identity: Identity, options: RunOpt
         say(f"skip {name}: identical spec and data already FINISHED as run {rid} ({headline(latest.metrics)}); "
             "use --force to run again")
         return "skip", rid
-    if latest.status == "RUNNING" and not options.force:
+    if latest.status == "RUNNING" and options.takeover:  # its heartbeat may still look fresh
+        say(f"note {name}: run {rid} is RUNNING, left so by this job's own preempted process; resuming it")
+    elif latest.status == "RUNNING" and not options.force:
         say(f"skip {name}: an identical run {rid} is RUNNING (heartbeat {_age(latest)} ago); it is training "
             "elsewhere. Use --force to start another, or arflare runs to see it")
         return "skip", rid
@@ -154,7 +164,7 @@ def _decide(tracker: Tracker, plan: RunPlan, identity: Identity, options: RunOpt
         say(f"note {name}: the last identical run {rid} FAILED ({latest.tags.get(record.TAG_ERROR, 'see its traceback')}); "
             "starting a fresh run, not resuming it")
         return "new", None
-    if latest.status not in ("KILLED", STALE) or options.restart or options.force:
+    if latest.status not in ("KILLED", STALE, "RUNNING") or options.restart or options.force:
         return "new", None
     if not record.kind(latest.tags.get(record.TAG_KIND, "train")).resumable:
         return "new", None
@@ -176,6 +186,7 @@ def _train_one(tracker: Tracker, plan: RunPlan, identity: Identity, index, resum
         with open_run(tracker, plan, identity, resume_run_id=resume_id) as tracked, ranks.failures():
             if ranks.active:
                 tracked.handle.set_tags({record.TAG_WORLD_SIZE: str(ranks.world_size)})
+            tracked.handle.set_tags(options.tags)
             if hard is not None:
                 tracked.handle.set_tags(hard.tags)
                 if not tracked.resumed:

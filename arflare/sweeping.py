@@ -31,13 +31,19 @@ from arflare.running import say
 from arflare.spec import RunSpec
 from registry.loader import Registry, Run
 from registry.search_spec import SearchSpec
+from registry.study_storage import Heartbeat
 from registry.sweep import TrialReporter, best_trial, default_storage, list_studies, run_sweep
 from registry.tracking import default_artifact_location, resolve_tracking_uri
 
 
 def sweep(registry: Registry, name: str, *, profile: str | None, sets: Sequence[str], trials: int | None,
-          workers: int, storage: str | None, best: bool) -> int:
-    """Run (or resume) the study of experiment ``name`` for its current base, or print its best trial."""
+          workers: int, storage: str | None, best: bool, heartbeat: Mapping[str, int] = {},
+          tags: Mapping[str, str] = {}) -> int:
+    """Run (or resume, or join) the study of experiment ``name`` for its current base, or print its best trial.
+
+    ``heartbeat`` overrides fields of ``registry.study_storage.Heartbeat`` (RDB storages only);
+    ``tags`` go on every trial run this command starts (``arflare submit``'s job id).
+    """
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own one line per trial is enough
     entry = registry.experiments.get(name)
     if entry is None or entry.search is None:
@@ -75,10 +81,14 @@ def sweep(registry: Registry, name: str, *, profile: str | None, sets: Sequence[
                       "artifact_location": default_artifact_location(folder)}
     tags = {record.TAG_KIND: "sweep", record.TAG_EXPERIMENT: name, record.TAG_GROUP: study_name,
             record.TAG_PROFILE: profile or "", record.TAG_BASE_HASH: study_name.rsplit(":", 1)[1],
-            record.TAG_DATA_FINGERPRINT: index.fingerprint}
+            record.TAG_DATA_FINGERPRINT: index.fingerprint, **tags}
+    try:
+        beat = Heartbeat(**heartbeat)
+    except ValueError as exc:
+        raise UsageError(f"--heartbeat-interval/--grace-period: {exc}") from None
     result = run_sweep(study_name=study_name, storage=storage, search=entry.search, trial_fn=trial_fn,
                        tracker_kwargs=tracker_kwargs, run_prefix=group, tags=tags, n_trials=trials,
-                       workers=workers, progress=True)
+                       workers=workers, progress=True, heartbeat=beat)
     print(f"study {study_name}: {result.n_complete} complete, {result.n_pruned} pruned, {result.n_failed} failed; "
           f"parent run {result.parent_run_id}")
     if result.best_value is not None:

@@ -3,8 +3,10 @@
 A sweep is an Optuna study (a journal file or an RDB) plus one parent MLflow run, found again
 by its ``arflare.study`` tag, so running the same command twice resumes both. Each trial is a
 child run. Trials run in this process (``workers=1``) or in spawned worker processes sharing
-the study storage; a lock shared by those workers makes ``n_trials`` an exact total.
-Running two sweep commands on one study at the same time is not supported.
+the study storage; a lock on the study (``registry.study_storage.StudyLock``) makes ``n_trials``
+an exact total. With an RDB storage (PostgreSQL) sweep commands started independently on
+several machines share one study and one parent run; Optuna's heartbeat fails and re-queues the
+trials of workers that died. With a journal file, one sweep command per study at a time.
 
 This module imports neither torch nor ``arflare``, so spawned workers start fast; the trial
 function brings its own heavy imports.
@@ -12,6 +14,7 @@ function brings its own heavy imports.
 
 from __future__ import annotations
 
+import functools
 import math
 import multiprocessing
 import pickle
@@ -19,7 +22,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,9 +32,18 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from registry.search_spec import ParamSpec, PrunerSpec, SearchSpec
+from registry.study_storage import (
+    Heartbeat,
+    StudyLock,
+    default_storage,  # noqa: F401 (re-exported: where the journal of a study goes)
+    is_rdb,
+    open_storage,
+    retried_numbers,
+)
 from registry.tracking import (
     TAG_BEST_TRIAL as BEST_TRIAL_TAG,
     TAG_DUPLICATE_OF as DUPLICATE_TAG,
+    TAG_RETRY_OF as RETRY_TAG,
     TAG_STUDY as STUDY_TAG,
     TAG_TRIAL_NUMBER as TRIAL_NUMBER_TAG,
     TAG_TRIAL_STATE as TRIAL_STATE_TAG,
@@ -45,6 +57,7 @@ if TYPE_CHECKING:
 
 RUN_ID_ATTR = "mlflow_run_id"  # optuna user attr: the child run of a trial
 _INTERRUPTED_ATTR = "arflare.interrupted"  # Ctrl-C'd trials do not use up the budget
+_SESSIONS_ATTR = "arflare.sessions"  # study attr: sweep commands started so far (seeds each one's sampler)
 _FORBIDDEN_IN_STUDY_NAME = "/\\'\"`"  # path separators and quotes (MLflow filters cannot escape them)
 _STOP_GRACE_S = 30.0  # how long Ctrl-C waits for workers to close their runs before killing them
 
@@ -153,16 +166,11 @@ class SweepResult:
     best_run_id: str | None
 
 
-def default_storage(store_dir: Path, study_name: str) -> str:
-    """Return the journal file that holds a study: ``<store_dir>/optuna/<study_name>.journal``."""
-    return str(Path(store_dir) / "optuna" / f"{study_name}.journal")
-
-
 def list_studies(storage: str) -> list[str]:
     """Names of the studies a storage holds (none for a journal file that does not exist yet)."""
-    if "://" not in storage and not Path(storage.removeprefix("journal:")).exists():
+    if not is_rdb(storage) and not Path(storage.removeprefix("journal:")).exists():
         return []
-    return sorted(optuna.get_all_study_names(storage=_storage(storage)))
+    return sorted(optuna.get_all_study_names(storage=open_storage(storage)))
 
 
 def open_study(*, study_name: str, storage: str, search: SearchSpec) -> optuna.Study:
@@ -171,14 +179,14 @@ def open_study(*, study_name: str, storage: str, search: SearchSpec) -> optuna.S
     Args:
         study_name: Name of the study inside the storage.
         storage: A file path or ``journal:<path>`` (a journal file, safe across processes), or an
-            RDB URL such as ``sqlite:///optuna.db`` or ``postgresql://...`` passed to Optuna as is.
+            RDB URL such as ``sqlite:///optuna.db`` or ``postgresql://...`` (see ``registry.study_storage``).
         search: Gives the direction, sampler and pruner.
 
     Raises:
         ValueError: The study exists with the other direction.
     """
     study = optuna.create_study(
-        study_name=study_name, storage=_storage(storage), direction=search.direction,
+        study_name=study_name, storage=open_storage(storage), direction=search.direction,
         sampler=_sampler(search.sampler.name, search.sampler.seed), pruner=_pruner(search.pruner), load_if_exists=True,
     )
     if study.direction.name.lower() != search.direction:
@@ -187,14 +195,6 @@ def open_study(*, study_name: str, storage: str, search: SearchSpec) -> optuna.S
             f"but search.direction is {search.direction}; pick a new study name or fix the direction"
         )
     return study
-
-
-def _storage(storage: str) -> str | optuna.storages.BaseStorage:
-    if "://" in storage:
-        return storage
-    path = Path(storage.removeprefix("journal:"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
 
 
 def _sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
@@ -250,8 +250,9 @@ class _Job:
     tags: dict[str, str]
     n_trials: int
     progress: bool
-    session: int  # trials in the study when this run of the command began: seeds the sampler
+    session: int  # which sweep command of the study this is: seeds the sampler
     parent_run_id: str
+    heartbeat: Heartbeat | None  # RDB storages: Optuna's heartbeat and retry of dead workers' trials
 
 
 def run_sweep(
@@ -266,14 +267,16 @@ def run_sweep(
     n_trials: int | None = None,
     workers: int = 1,
     progress: bool = True,
+    heartbeat: Heartbeat | None = None,
 ) -> SweepResult:
-    """Run (or resume) a sweep until the study holds ``n_trials`` finished trials.
+    """Run (or resume, or join) a sweep until the study holds ``n_trials`` finished trials.
 
     Each trial is a child run ``<run_prefix>/trial=<n>`` of one parent run tagged
-    ``arflare.study=<study_name>``, which a rerun finds and reuses. A trial whose parameters
-    equal an earlier COMPLETE trial is not trained again: its child run is tagged
-    ``arflare.duplicate_of=<n>`` and the stored value is returned. A trial that raises or
-    returns NaN/inf fails (FAIL trial, FAILED run) and the sweep goes on.
+    ``arflare.study=<study_name>``, which a rerun (or another machine's command on the same
+    RDB storage) finds and reuses. A trial whose parameters equal an earlier COMPLETE trial is
+    not trained again: its child run is tagged ``arflare.duplicate_of=<n>`` and the stored value
+    is returned. A trial that raises or returns NaN/inf fails (FAIL trial, FAILED run) and the
+    sweep goes on.
 
     Args:
         study_name: Study name; also finds the parent run. No spaces, quotes or slashes.
@@ -285,9 +288,11 @@ def run_sweep(
         run_prefix: Name of the parent run and prefix of the child run names.
         tags: Set on the parent and every child run.
         n_trials: Total finished trials to reach; defaults to ``search.n_trials``. Trials
-            interrupted by Ctrl-C do not count.
+            interrupted by Ctrl-C, and trials of dead workers that were queued again, do not count.
         workers: Processes running trials at once; 1 runs them in this process.
         progress: Print one line per finished trial to stderr (failures are always printed).
+        heartbeat: Heartbeat settings for an RDB storage (default :class:`Heartbeat`); ignored
+            for a journal file, which has no heartbeat.
 
     Returns:
         Counts and the best trial over the whole study.
@@ -297,17 +302,21 @@ def run_sweep(
     if workers > 1:
         _check_picklable(trial_fn)
     study = open_study(study_name=study_name, storage=storage, search=search)
-    trials = study.get_trials(deepcopy=False)
+    lock = StudyLock(storage, study_name)
     tracker = Tracker(**tracker_kwargs)
-    _fail_orphans(study, trials, tracker, study_name)
-    with _parent_run(tracker, study_name=study_name, run_prefix=run_prefix, tags=tags) as parent_run_id:
+    beat = (heartbeat or Heartbeat()) if is_rdb(storage) else None
+    with lock:
+        if beat is None:  # no heartbeat: whatever is RUNNING now belongs to a process that died
+            _fail_orphans(study, study.get_trials(deepcopy=False), tracker, study_name)
+        session = _next_session(study, concurrent=beat is not None)
+    with _parent_run(tracker, study, lock, study_name=study_name, run_prefix=run_prefix, tags=tags) as parent_run_id:
         job = _Job(
             study_name=study_name, storage=storage, search=search, trial_fn=trial_fn,
             tracker_kwargs=dict(tracker_kwargs), run_prefix=run_prefix, tags=dict(tags), n_trials=total,
-            progress=progress, session=len(trials), parent_run_id=parent_run_id,
+            progress=progress, session=session, parent_run_id=parent_run_id, heartbeat=beat,
         )
         if workers == 1:
-            _work(job, worker=0, lock=nullcontext())
+            _work(job, worker=0)
         else:
             _run_workers(job, workers=workers)
         best = _best(study)
@@ -317,24 +326,44 @@ def run_sweep(
     return result
 
 
+def _next_session(study: optuna.Study, *, concurrent: bool) -> int:
+    """This command's number in the study, which seeds its samplers: the trial count so far, made
+    unique (under the study lock) when several commands may start at once on an RDB storage."""
+    session = len(study.get_trials(deepcopy=False))
+    if concurrent:
+        session = max(session, int(study.user_attrs.get(_SESSIONS_ATTR, -1)) + 1)
+        study.set_user_attr(_SESSIONS_ATTR, session)
+    return session
+
+
 def _fail_orphans(study: optuna.Study, trials: list[FrozenTrial], tracker: Tracker, study_name: str) -> None:
     """Trials left RUNNING by a process that died (SIGKILL, power loss) become FAIL, and so do their runs.
 
-    Running two sweep commands on one study at once is not supported, so at start every RUNNING
-    trial is an orphan. Like a Ctrl-C'd trial it does not use up ``n_trials``: the sweep still
-    ends with the requested number of finished trials.
+    Only for a journal file: one sweep command per study at a time, so at start every RUNNING
+    trial is an orphan (an RDB storage has Optuna's heartbeat instead). Like a Ctrl-C'd trial
+    it does not use up ``n_trials``: the sweep still ends with the requested number of finished trials.
     """
     orphans = [t for t in trials if t.state == TrialState.RUNNING]
     for trial in orphans:
         optuna.trial.Trial(study, trial._trial_id).set_user_attr(_INTERRUPTED_ATTR, True)
         study.tell(trial.number, state=TrialState.FAIL)
-        run_id = trial.user_attrs.get(RUN_ID_ATTR)
-        if run_id:
-            tracker.set_tags(run_id, {TRIAL_STATE_TAG: "FAIL"})
-            tracker.set_terminated(run_id, "FAILED")
+        _mark_run_failed(tracker, trial)
     if orphans:
         _say(study_name, f"trials {[t.number for t in orphans]} were left RUNNING by a process that died: "
                          "marked FAIL (they do not count towards the total)")
+
+
+def _mark_run_failed(tracker: Tracker, trial: FrozenTrial) -> None:
+    run_id = trial.user_attrs.get(RUN_ID_ATTR)
+    if run_id:
+        tracker.set_tags(run_id, {TRIAL_STATE_TAG: "FAIL"})
+        tracker.set_terminated(run_id, "FAILED")
+
+
+def _stale_trial_failed(study: optuna.Study, trial: FrozenTrial, *, tracker: Tracker) -> None:
+    """Optuna's heartbeat declared ``trial`` dead (its worker went silent): its run ends FAILED too."""
+    _mark_run_failed(tracker, trial)
+    _say(study.study_name, f"trial {trial.number} went silent (its worker died): FAIL, queued again with the same params")
 
 
 def _check_args(study_name: str, total: int, workers: int) -> None:
@@ -357,33 +386,41 @@ def _check_picklable(trial_fn: TrialFn) -> None:
 
 
 @contextmanager
-def _parent_run(tracker: Tracker, *, study_name: str, run_prefix: str, tags: Mapping[str, str]) -> Iterator[str]:
-    """Yield the study's parent run id (found by tag, else created); end it FINISHED, FAILED or KILLED."""
+def _parent_run(tracker: Tracker, study: optuna.Study, lock: StudyLock, *, study_name: str, run_prefix: str,
+                tags: Mapping[str, str]) -> Iterator[str]:
+    """Yield the study's one parent run id (found by tag, else created, under the study lock).
+
+    Every sweep command on the study (other machines included) shares it and keeps it RUNNING;
+    the command that leaves no trial RUNNING or WAITING behind ends it FINISHED, FAILED or KILLED.
+    """
     query = f"tags.`{STUDY_TAG}` = '{study_name}'"  # _check_args keeps quotes out of study names
-    found = tracker.search(filter_string=query)
-    if not found:
-        with tracker.start_run(run_name=run_prefix, tags={**tags, STUDY_TAG: study_name}) as handle:
-            with heartbeat(handle.beat):
-                yield handle.run_id  # RUNNING now; the tracker records how it ends
-        return
-    run_id = found[0].run_id  # oldest first: the one every earlier run of the command used
-    tracker.set_running(run_id)  # true status while this run of the command works on it
+    with lock:
+        found = tracker.search(filter_string=query)
+        if found:
+            run_id = found[0].run_id  # oldest first: the one every earlier command used
+            tracker.set_running(run_id)  # true status while this command works on it
+        else:
+            run_id = tracker.create_run(run_name=run_prefix, tags={**tags, STUDY_TAG: study_name})
+    status = "FINISHED"
     try:
         with heartbeat(RunHandle(tracker, run_id).beat):
             yield run_id
-    except KeyboardInterrupt:
-        tracker.set_terminated(run_id, "KILLED")
+    except (KeyboardInterrupt, SystemExit):  # SystemExit: a preempted scheduler job requeueing itself
+        status = "KILLED"
         raise
     except BaseException:
-        tracker.set_terminated(run_id, "FAILED")
+        status = "FAILED"
         raise
-    tracker.set_terminated(run_id, "FINISHED")
+    finally:
+        with lock:
+            in_flight = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+            if not in_flight:  # else another command is still at work and ends it
+                tracker.set_terminated(run_id, status)
 
 
 def _run_workers(job: _Job, *, workers: int) -> None:
     context = multiprocessing.get_context("spawn")  # fork would copy MLflow/sqlite connections and threads
-    lock = context.Lock()
-    processes = [context.Process(target=_worker_main, args=(job, i, lock), name=f"sweep-worker-{i}") for i in range(workers)]
+    processes = [context.Process(target=_worker_main, args=(job, i), name=f"sweep-worker-{i}") for i in range(workers)]
     for process in processes:
         process.start()
     try:
@@ -411,13 +448,13 @@ def _stop(processes: list[multiprocessing.process.BaseProcess]) -> None:
                 process.kill()
 
 
-def _worker_main(job: _Job, worker: int, lock: AbstractContextManager) -> None:
+def _worker_main(job: _Job, worker: int) -> None:
     # Ctrl-C in a terminal reaches every process of the group. Workers ignore it and wait for
     # the parent's single SIGTERM instead, so a second signal cannot cut their cleanup short.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        _work(job, worker=worker, lock=lock)
+        _work(job, worker=worker)
     except KeyboardInterrupt:
         sys.exit(130)
 
@@ -427,41 +464,74 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _work(job: _Job, *, worker: int, lock: AbstractContextManager) -> None:
-    """Run trials until the study holds ``job.n_trials`` counted trials."""
+def _work(job: _Job, *, worker: int) -> None:
+    """Run trials until the study holds ``job.n_trials`` counted trials and none is in flight elsewhere."""
     seed = _stream_seed(job.search.sampler.seed, job.session, worker)
-    study = optuna.load_study(  # run_sweep created it; each worker samples from its own seed stream
-        study_name=job.study_name, storage=_storage(job.storage),
-        sampler=_sampler(job.search.sampler.name, seed), pruner=_pruner(job.search.pruner),
-    )
     tracker = Tracker(**job.tracker_kwargs)
+    on_stale = functools.partial(_stale_trial_failed, tracker=tracker)
+    storage = open_storage(job.storage, heartbeat=job.heartbeat, on_stale=on_stale)
+    study = optuna.load_study(  # run_sweep created it; each worker samples from its own seed stream
+        study_name=job.study_name, storage=storage, sampler=_sampler(job.search.sampler.name, seed),
+        pruner=_pruner(job.search.pruner),
+    )
+    lock = StudyLock(job.storage, job.study_name)
     while True:
-        with lock:  # count-then-ask must be atomic across workers, or the total overshoots
-            if _budget_used(study) >= job.n_trials:
-                return
-            trial = study.ask()
-        _run_trial(job, study, trial, tracker)
+        with lock:  # count-then-ask must be atomic across workers (and machines), or the total overshoots
+            trial, wait = _next_trial(study, job, storage)
+        if trial is not None:
+            with _trial_heartbeat(storage, trial, job.heartbeat):
+                _run_trial(job, study, trial, tracker)
+        elif wait:  # trials run elsewhere; if one's worker died, its retry comes back here
+            time.sleep(job.heartbeat.interval_s)
+        else:
+            return
 
 
-def _budget_used(study: optuna.Study) -> int:
+def _next_trial(study: optuna.Study, job: _Job, storage) -> tuple[optuna.Trial | None, bool]:
+    """A trial to run (a queued retry first), or None and whether to wait for trials in flight elsewhere."""
+    if job.heartbeat is not None:
+        optuna.storages.fail_stale_trials(study)  # silent RUNNING trials -> FAIL + a WAITING retry
+    trials = study.get_trials(deepcopy=False)
+    states = [t.state for t in trials]
+    if TrialState.WAITING in states or _budget_used(trials) < job.n_trials:
+        trial = study.ask()
+        if job.heartbeat is not None:  # at once, under the lock: a trial never runs without a heartbeat row,
+            storage.record_heartbeat(trial._trial_id)  # which Optuna needs to ever call it stale
+        return trial, False
+    return None, job.heartbeat is not None and TrialState.RUNNING in states
+
+
+@contextmanager
+def _trial_heartbeat(storage, trial: optuna.Trial, beat: Heartbeat | None) -> Iterator[None]:
+    """Optuna's heartbeat of a running trial (``study.optimize`` does this itself; ask/tell does not)."""
+    if beat is None:
+        yield
+        return
+    with heartbeat(lambda: storage.record_heartbeat(trial._trial_id), every_s=beat.interval_s):
+        yield
+
+
+def _budget_used(trials: list[FrozenTrial]) -> int:
+    retried = retried_numbers(trials)
+
     def counts(t: FrozenTrial) -> bool:
-        if t.state == TrialState.RUNNING:  # in flight in another worker of this command
+        if t.state in (TrialState.RUNNING, TrialState.WAITING):  # in flight, or a queued retry
             return True
-        if t.state == TrialState.FAIL:
-            return not t.user_attrs.get(_INTERRUPTED_ATTR, False)
+        if t.state == TrialState.FAIL:  # a Ctrl-C'd trial or one queued again does not count
+            return not t.user_attrs.get(_INTERRUPTED_ATTR, False) and t.number not in retried
         return t.state in (TrialState.COMPLETE, TrialState.PRUNED)
 
-    return sum(counts(t) for t in study.get_trials(deepcopy=False))
+    return sum(counts(t) for t in trials)
 
 
 def _run_trial(job: _Job, study: optuna.Study, trial: optuna.Trial, tracker: Tracker) -> None:
-    """Run one trial and tell Optuna how it ended; only Ctrl-C escapes."""
+    """Run one trial and tell Optuna how it ended; only Ctrl-C (or a scheduler's exit) escapes."""
     value, state, error = None, TrialState.COMPLETE, None
     try:
         value = _objective(job, study, trial, tracker)
     except optuna.TrialPruned:
         state = TrialState.PRUNED
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # SystemExit: a preempted SLURM job requeueing itself
         trial.set_user_attr(_INTERRUPTED_ATTR, True)
         study.tell(trial, state=TrialState.FAIL)
         raise
@@ -476,10 +546,14 @@ def _run_trial(job: _Job, study: optuna.Study, trial: optuna.Trial, tracker: Tra
 
 def _objective(job: _Job, study: optuna.Study, trial: optuna.Trial, tracker: Tracker) -> float:
     params = {name: _suggest(trial, name, spec) for name, spec in job.search.params.items()}
-    twin = next((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.params == params), None)
+    trials = study.get_trials(deepcopy=False)
+    twin = next((t for t in trials if t.state == TrialState.COMPLETE and t.params == params), None)
     tags = {**job.tags, TRIAL_NUMBER_TAG: str(trial.number)}
     if twin is not None:
         tags[DUPLICATE_TAG] = str(twin.number)
+    retry_of = next((t.system_attrs.get("failed_trial") for t in trials if t.number == trial.number), None)
+    if retry_of is not None:
+        tags[RETRY_TAG] = str(retry_of)
     run_name = f"{job.run_prefix}/trial={trial.number}"
     with tracker.start_run(run_name=run_name, tags=tags, params=params, parent_run_id=job.parent_run_id) as run:
         trial.set_user_attr(RUN_ID_ATTR, run.run_id)

@@ -59,6 +59,7 @@ TAG_TRIAL_NUMBER = "optuna.trial_number"
 TAG_TRIAL_STATE = "arflare.trial_state"
 TAG_BEST_TRIAL = "arflare.best_trial"
 TAG_DUPLICATE_OF = "arflare.duplicate_of"
+TAG_RETRY_OF = "arflare.retry_of"  # a trial queued again after its worker died: the trial it replaces
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 # MLflow 3's experiment-level switch between its GenAI pages and the runs table; the UI reads
 # this tag (values from its ExperimentKind enum; "custom_model_development" is "Model training").
@@ -400,15 +401,21 @@ class Tracker:
             parent_run_id: Makes this a child run of that run in the MLflow UI.
             log_file: A log written during the run, uploaded when it ends.
         """
-        all_tags = {TAG_HEARTBEAT: heartbeat_now(), **{key: str(value) for key, value in tags.items()}}
-        if parent_run_id:
-            all_tags[TAG_PARENT] = parent_run_id
-        run = self._client.create_run(self._get_or_create_experiment(), tags=all_tags, run_name=run_name)
-        handle = RunHandle(self, run.info.run_id)
+        handle = RunHandle(self, self.create_run(run_name=run_name, tags=tags, parent_run_id=parent_run_id))
         with self._recording_end(handle, log_file=log_file):
             if params:
                 handle.log_params(params)
             yield handle
+
+    def create_run(self, *, run_name: str, tags: Mapping[str, str], parent_run_id: str | None = None) -> str:
+        """Create a RUNNING run and return its id; the caller ends it (:meth:`set_terminated`).
+
+        :meth:`start_run` is the usual way; this is for a run several processes share (a sweep's parent).
+        """
+        all_tags = {TAG_HEARTBEAT: heartbeat_now(), **{key: str(value) for key, value in tags.items()}}
+        if parent_run_id:
+            all_tags[TAG_PARENT] = parent_run_id
+        return self._client.create_run(self._get_or_create_experiment(), tags=all_tags, run_name=run_name).info.run_id
 
     @contextmanager
     def resume_run(self, run_id: str, *, tags: Mapping[str, str] | None = None,
