@@ -186,7 +186,8 @@ def _train_one(tracker: Tracker, plan: RunPlan, identity: Identity, index, resum
         with open_run(tracker, plan, identity, resume_run_id=resume_id) as tracked, ranks.failures():
             if ranks.active:
                 tracked.handle.set_tags({record.TAG_WORLD_SIZE: str(ranks.world_size)})
-            tracked.handle.set_tags(options.tags)
+            if options.tags:
+                tracked.handle.set_tags(options.tags)
             if hard is not None:
                 tracked.handle.set_tags(hard.tags)
                 if not tracked.resumed:
