@@ -218,8 +218,9 @@ def submit_command(registry: Registry, name: str, *, profile: str | None, sets: 
                    resources: Resources, local: bool) -> int:
     """``arflare submit``: plan, submit, and (``--local``) wait; print each job id and what it runs."""
     if resources.nproc > 1:
-        raise UsageError("not built yet: --nproc N needs `arflare run --nproc` (DDP with torchrun, issue #16 item 1), "
-                         "which this version lacks; submit with --nproc 1")
+        raise UsageError("not built yet: arflare submit --nproc N (a DDP job per run: the job would have to pass its "
+                         "run, job id and requeue state through torchrun to every rank); submit with --nproc 1, or "
+                         "call `arflare run NAME --nproc N` from your own sbatch script")
     jobs = plan_jobs(registry, name, profile=profile, sets=sets, seeds=seeds, sweep_workers=sweep_workers,
                      storage=storage, trials=trials, local=local)
     folder = Path(registry.path).resolve().parent / "mlruns" / "submitit" / "%j"

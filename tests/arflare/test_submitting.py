@@ -121,3 +121,8 @@ def test_submit_help_explains_itself_without_importing_torch():
     assert done.returncode == 0, done.stderr
     for words in ("--slurm-partition", "--local", "requeues", "arflare.job_id", "--storage postgresql://"):
         assert words in done.stdout
+
+
+def test_submit_with_nproc_says_it_is_not_built(ws, capsys):
+    assert main(["submit", "exp2_basic_aug", "--nproc", "2", "--local", "--file", str(ws / "experiments.yaml")]) == 2
+    assert "not built yet" in capsys.readouterr().err
