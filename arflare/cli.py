@@ -132,6 +132,12 @@ def _build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--nproc", type=_positive_int, default=1, metavar="N",
                      help="train each run data-parallel in N processes on this machine through torchrun "
                           "(one per GPU; gloo on CPU); train.batch_size stays the global batch (default 1)")
+    cmd.add_argument("--allow-failed-gates", action="store_true",
+                     help="train even when a preflight gate FAILs (arflare check); the run is tagged with the failed gates")
+    cmd = add("check", _cmd_check, "run the preflight gates of an experiment's data and inputs: PASS/WARN/FAIL table, "
+              "recorded as a check run; exit 1 when a gate FAILs", "arflare check exp1_basic_reg --profile smoke",
+              (common, resolve))
+    cmd.add_argument("name", metavar="NAME", help="an experiment from the registry")
     cmd = add("runs", _cmd_runs, "list tracked runs, newest first: status (STALE when a RUNNING run went silent), age, heartbeat",
               "arflare runs --mark-stale-killed")
     cmd.add_argument("--experiment", "-e", nargs="+", metavar="NAME", help="only these experiments")
@@ -295,6 +301,7 @@ def _cmd_run(args) -> int:
     from arflare.running import RunOptions, run_experiments  # torch: only when training
 
     options = RunOptions(force=args.force, restart=args.restart, dry_run=args.dry_run,
+                         allow_failed_gates=args.allow_failed_gates,
                          checkpoints=CheckpointOptions(fp16_best=args.checkpoint_fp16, log_last=args.log_last_checkpoint))
     return run_experiments(registry, args.names, profile=args.profile, sets=args.sets, options=options)
 
@@ -309,6 +316,11 @@ def _without_nproc(argv: Sequence[str]) -> list[str]:
         if not skip:
             out.append(arg)
     return out
+def _cmd_check(args) -> int:
+    registry = _load(args)
+    from arflare.checking import check_experiment  # torch: the input gates build the run's datasets
+
+    return check_experiment(registry, args.name, profile=args.profile, sets=args.sets)
 
 
 def _cmd_runs(args) -> int:

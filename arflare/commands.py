@@ -209,7 +209,8 @@ def check_search_blocks(registry: Registry) -> None:
     """
     from arflare.metrics import METRICS
 
-    objectives = {"val/loss", *(f"val/{name}" for name in METRICS)}
+    # per-epoch validation metrics only: the diagnostics rows are computed once, after training
+    objectives = {"val/loss", *(f"val/{m.name}" for m in METRICS.rows() if m.needs != "diagnostics")}
     problems: list[Problem] = []
     for name, entry in registry.experiments.items():
         if entry.search is None:

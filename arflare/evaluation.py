@@ -1,8 +1,8 @@
 """Scoring a model, and the one place where a run's final results are reported.
 
 ``evaluate`` is pure: the best checkpoint's weights in, scores out, nothing logged.
-``report`` is the single reporting step: metrics, ``metrics.json``, predictions and plots
-all leave the run from there (intervals and new figures are added there too). Science rules
+``report`` is the single reporting step: metrics, ``metrics.json``, predictions, plots, strata
+and failure grids all leave the run from there (intervals and new figures are added there too). Science rules
 kept here: the threshold comes from validation only and is applied unchanged to test, which
 is scored exactly once.
 """
@@ -124,17 +124,24 @@ def final_metrics(splits: Mapping[str, SplitScores], threshold: float, keep_rate
     return metrics
 
 
-def report(evaluation: Evaluation, *, spec: RunSpec, datasets: Mapping, reporter: Reporter, out_dir: Path,
+def report(evaluation: Evaluation, *, spec: RunSpec, datasets: Mapping, index, reporter: Reporter, out_dir: Path,
            run_name: str = "") -> None:
     """Send a finished run's results to ``reporter``: the one place final results are written.
 
     Metrics ``best/val_<m>`` and ``test/<m>`` at step = best epoch (the per-epoch ``val/<m>``
     histories are left alone; ``brier``/``bss`` on probabilities corrected with ``keep_rate``,
     ``brier_raw``/``bss_raw`` on the model's own), ``best_epoch``, ``threshold`` and ``keep_rate``
-    (when training was rebalanced), then ``metrics.json``, ``predictions/{val,test}.parquet``,
-    the AR-bootstrap intervals and, with ``eval.plots``, the figures (captioned with ``run_name``).
+    (when training was rebalanced), then ``predictions/{val,test}.parquet``, the strata, failure
+    tables and ``ece`` (corrected probabilities) of val and test at the same threshold
+    (:mod:`arflare.diagnostics`; ``best/val_tpr_M``, ``test/tpr_M``, ...), ``metrics.json``, the
+    AR-bootstrap intervals and, with ``eval.plots``, the figures (captioned with ``run_name``).
+    ``index`` is the indexed data (frames of the failure grids, flux of the size strata, ground
+    truth beside it).
     """
+    import pandas as pd
+
     from arflare.bootstrap import report_intervals
+    from arflare.diagnostics import diagnose, scan_flux
     from arflare.reports import write_plots, write_predictions
 
     ev = evaluation
@@ -143,14 +150,24 @@ def report(evaluation: Evaluation, *, spec: RunSpec, datasets: Mapping, reporter
     if ev.keep_rate is not None:
         summary[record.METRIC_KEEP_RATE] = ev.keep_rate
     reporter.log_metrics(summary)
-    reporter.log_dict({"metrics": ev.metrics, "threshold": ev.threshold, "keep_rate": ev.keep_rate,
-                       "threshold_meets_constraints": ev.threshold_meets_constraints, "best_epoch": ev.best_epoch,
-                       "epochs_run": ev.epochs_run, "history": ev.history}, record.ARTIFACT_METRICS)
     files = {}
     for split, scores in ev.splits.items():
         files[split] = write_predictions(datasets[split], scores.indices, scores.labels, scores.scores,
                                          out_dir / record.PREDICTIONS / f"{split}.parquet")
         reporter.log_artifact(files[split], record.PREDICTIONS)
+    found = diagnose({split: pd.read_parquet(path) for split, path in files.items()}, threshold=ev.threshold,
+                     index=index, out_dir=out_dir, run_name=run_name, keep_rate=ev.keep_rate,
+                     unsigned_flux=scan_flux(index, spec.data.cache_dir), figures=spec.eval.plots)
+    # logged as best/val_<m> and test/<m>, like every other score of the best checkpoint
+    strata = {record.best_val_metric(k.removeprefix("val/")) if k.startswith("val/") else k: v
+              for k, v in found.metrics.items()}
+    reporter.log_metrics(strata, step=ev.best_epoch)
+    ev.metrics.update(strata)
+    for path, folder in found.files:
+        reporter.log_artifact(path, folder)
+    reporter.log_dict({"metrics": ev.metrics, "threshold": ev.threshold, "keep_rate": ev.keep_rate,
+                       "threshold_meets_constraints": ev.threshold_meets_constraints, "best_epoch": ev.best_epoch,
+                       "epochs_run": ev.epochs_run, "history": ev.history}, record.ARTIFACT_METRICS)
     # {split}/{m}_lo|_hi and bootstrap.json; BSS resampled on the same corrected probabilities
     report_intervals(reporter, files, threshold=ev.threshold, keep_rate=ev.keep_rate)
     if spec.eval.plots:

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from arflare._image_grid import write_image_grid
+from arflare._image_grid import flare_class, write_image_grid
 from arflare.data.shards import read_member
 
 
@@ -51,9 +51,8 @@ def write_failure_grid(failures: pd.DataFrame, index, path: Path, *, split: str,
             if i < len(part):
                 r = part.iloc[i]
                 images.append(read_frame(index, r["key"]))
-                flare = r["reg_label"] if str(r["reg_label"]) not in ("", "0") else "no flare"
                 captions.append(f"AR {r['ar']} {pd.Timestamp(r['timestamp']):%Y-%m-%d %H:%M}\n"
-                                f"score {r['score']:.3f} label {int(r['label'])} {flare}")
+                                f"score {r['score']:.3f} label {int(r['label'])} {flare_class(r['reg_label'])}")
             else:
                 images.append(None)
                 captions.append("")

@@ -153,16 +153,16 @@ def arflare_version() -> str:
 
 def run_tags(plan: RunPlan, identity: Identity, *, with_spec_hash: bool = True) -> dict[str, str]:
     """Every tag the lifecycle sets on a run of ``plan``."""
-    record.kind(plan.kind)  # unknown kinds fail here, before anything is tracked
+    kind = record.kind(plan.kind)  # unknown kinds fail here, before anything is tracked
     commit, dirty = git_state(plan.registry_dir)
-    tags = {record.TAG_KIND: plan.kind, record.TAG_EXPERIMENT: plan.experiment, record.TAG_GROUP: plan.group,
+    tags = {record.TAG_KIND: plan.kind, kind.experiment_tag: plan.experiment, record.TAG_GROUP: plan.group,
             record.TAG_CONFIG_HASH: identity.config_hash, record.TAG_DATA_FINGERPRINT: identity.data_fingerprint,
             record.TAG_PROFILE: plan.profile or "", record.TAG_GIT_COMMIT: commit or "unknown",
             record.TAG_GIT_DIRTY: str(dirty).lower(), record.TAG_DESCRIPTION: plan.description,
             record.TAG_VERSION: arflare_version(),
             # MLflow's own fields, so its UI's Description, Source and User columns are filled
             record.TAG_NOTE: plan.description, record.TAG_SOURCE_TYPE: "LOCAL", record.TAG_USER: _user(),
-            record.TAG_SOURCE_NAME: f"arflare {record.kind(plan.kind).command} {plan.experiment}"}
+            record.TAG_SOURCE_NAME: f"arflare {kind.command} {plan.experiment}"}
     if with_spec_hash:
         tags[record.TAG_SPEC_HASH] = identity.spec_hash
     tags.update(pinned_lineage(plan.spec))  # a hybrid's source run; nothing for other kinds

@@ -33,6 +33,8 @@ __all__ = [
     "TAG_PROFILE", "TAG_SOURCE_COMMIT", "TAG_SOURCE_NAME", "TAG_SOURCE_TYPE", "TAG_USER", "TAG_RESUMED", "TAG_WORLD_SIZE", "TAG_SPEC_HASH", "TAG_STUDY", "TAG_RETRY_OF", "TAG_TRIAL_NUMBER", "TAG_TRIAL_STATE",
     "TAG_VERSION", "TAG_JOB_ID", "TAG_SCHEDULER", "best_val_metric", "kind", "DEFAULT_KIND", "training_kinds",
 ]
+__all__ += ["FAILURES", "GATES", "STRATA", "TAG_CHECK_RUN", "TAG_CHECKED_EXPERIMENT", "TAG_FAILED_GATES_ALLOWED", "TAG_GATES_FAILED",
+            "TAG_GATES_HASH", "TAG_GATES_STATUS"]  # preflight gates (arflare check) and after-training diagnostics
 __all__ += ["ARTIFACT_FEATURES", "ARTIFACT_IMPORTANCES", "ARTIFACT_MODEL"]  # the tree kinds
 
 # --- tags set on every run by the lifecycle
@@ -72,6 +74,16 @@ TAG_MINE_RULE = "arflare.mine.rule"  # score>=S, top=F, or threshold (the source
 # (hard negatives: mine runs, table digest, rows); on hard-negative runs and hybrids alike
 TAG_LINEAGE = "arflare.lineage"
 
+# --- preflight gates: a check run (kind check) and the training runs that relied on it
+TAG_GATES_HASH = "arflare.gates_hash"  # identity of a check: data fingerprint + gates: section + input pipeline
+TAG_GATES_STATUS = "arflare.gates_status"  # PASS, WARN or FAIL (worst gate); on check runs and the runs they gate
+TAG_GATES_FAILED = "arflare.gates_failed"  # comma-separated names of the gates that FAILed ("" when none)
+TAG_CHECK_RUN = "arflare.check_run"  # on a training run: the check run it relied on
+# a check names its experiment here, not under arflare.experiment: it is not a result of that experiment
+# (arflare list, compare -e and the run counts leave it out)
+TAG_CHECKED_EXPERIMENT = "arflare.checked_experiment"
+TAG_FAILED_GATES_ALLOWED = "arflare.failed_gates_allowed"  # on a training run started with --allow-failed-gates
+
 # --- artifact paths inside a run
 ARTIFACT_SPEC = "spec.yaml"
 ARTIFACT_METRICS = "metrics.json"
@@ -83,6 +95,9 @@ ARTIFACT_LAST = f"{CHECKPOINTS}/last.pt"  # full training state; logged only wit
 PREDICTIONS = "predictions"  # {val,test}.parquet
 PLOTS = "plots"
 HARD_NEGATIVES = "hard_negatives"  # a mine run's hard_negatives.parquet
+GATES = "gates"  # a check run's report.json, report.md and figures (samples.png)
+STRATA = "strata"  # {val,test}.parquet and .png: counts and rates per stratum at the val threshold
+FAILURES = "failures"  # {val,test}.parquet and .png: the most confident false positives and missed flares
 # --- extra artifacts of the tree kinds (model.kind physics / hybrid)
 ARTIFACT_MODEL = "model/gbm.joblib"  # the fitted classifier of the best round
 ARTIFACT_FEATURES = "features.json"  # digest, row count and columns of the feature table
@@ -112,6 +127,7 @@ class RunKind:
         resumable: Whether ``arflare run`` may resume a dead run of this kind in place.
         trains: Whether a run of this kind trains a model of its experiment (``arflare list``
             counts only these as the experiment's runs).
+        experiment_tag: The tag that names the run's experiment (``arflare.experiment`` for its results).
         description: One line for ``arflare runs`` and the README.
     """
 
@@ -120,6 +136,7 @@ class RunKind:
     resumable: bool
     trains: bool
     description: str
+    experiment_tag: str = TAG_EXPERIMENT
 
 
 # Adding a kind is one row here; the lifecycle reads nothing else about it.
@@ -128,6 +145,8 @@ KINDS: dict[str, RunKind] = {kind.name: kind for kind in (
     RunKind("trial", command="sweep", resumable=False, trains=True, description="arflare sweep: one Optuna trial, a child of the study's run"),
     RunKind("sweep", command="sweep", resumable=False, trains=False, description="arflare sweep: the parent run of one Optuna study"),
     RunKind("mine", command="mine", resumable=False, trains=False, description="arflare mine: a source run's hard negatives on one split (reused, not recomputed)"),
+    RunKind("check", command="check", resumable=False, trains=False, experiment_tag=TAG_CHECKED_EXPERIMENT,
+            description="arflare check (and before arflare run): the preflight gates of one data set and input pipeline (reused by arflare run)"),
 )}
 DEFAULT_KIND = "train"  # what a run without the arflare.kind tag (older than it) is
 

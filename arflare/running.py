@@ -1,4 +1,4 @@
-"""``arflare run``: expand, check, prepare data once, then skip, resume or start each run.
+"""``arflare run``: expand, check, prepare data once, pass the preflight gates, then skip, resume or start each run.
 
 For each planned run the newest tracked run of the same spec hash decides what happens:
 FINISHED -> skip (``--force`` trains again); KILLED or STALE -> resume it in place from its
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from arflare import record
+from arflare.checking import gate_runs
 from arflare.checkpoints import LAST_FILE, CheckpointOptions
 from arflare.commands import headline, open_tracker
 from arflare.distributed import Ranks, check_plans, start, stop
@@ -50,6 +51,7 @@ class RunOptions:
     force: bool = False
     restart: bool = False
     dry_run: bool = False
+    allow_failed_gates: bool = False  # train even when a preflight gate FAILs (the run is tagged)
     checkpoints: CheckpointOptions = CheckpointOptions()
     only: str | None = None  # train just this expanded run (a scheduler job's share)
     takeover: bool = False  # a RUNNING run of the same spec is ours: a requeued job whose process was preempted
@@ -88,6 +90,8 @@ def _run_all(registry: Registry, plans: list[Run], *, profile: str | None, optio
     plans = [replace(run, spec=pin_sources(run.spec, tracker=tracker, profile=profile,
                                            data_fingerprint=indexes[_data_key(run.spec)].fingerprint))
              for run in plans]  # fmt: skip
+    gates = gate_runs(tracker, registry, plans, lambda run: indexes[_data_key(run.spec)], profile=profile,
+                      allow_failed=options.allow_failed_gates)  # a FAILed gate stops here, before any training run
     failed = 0
     for run in plans:
         index = indexes[_data_key(run.spec)]
@@ -101,7 +105,7 @@ def _run_all(registry: Registry, plans: list[Run], *, profile: str | None, optio
         ranks.share((action, hard))
         if action != "skip":
             ok = _train_one(tracker, plan, identity, index, run_id if action == "resume" else None, options,
-                            hard=hard, ranks=ranks)
+                            hard=hard, ranks=ranks, gate_tags=gates[run.name].tags(allowed=options.allow_failed_gates))
             failed += not ok
             if not ok and ranks.active:  # the process group may be broken: stop every rank here
                 say(f"stopping: a run failed under {ranks.world_size} processes; the runs after it were not started")
@@ -180,10 +184,11 @@ def _decide(tracker: Tracker, plan: RunPlan, identity: Identity, options: RunOpt
 
 
 def _train_one(tracker: Tracker, plan: RunPlan, identity: Identity, index, resume_id: str | None,
-               options: RunOptions, *, hard=None, ranks: Ranks = Ranks()) -> bool:
+               options: RunOptions, *, hard=None, ranks: Ranks = Ranks(), gate_tags: dict[str, str] | None = None) -> bool:
     say(f"run {plan.run_name}" + (f" in {ranks.world_size} processes (DDP)" if ranks.active else ""))
     try:
         with open_run(tracker, plan, identity, resume_run_id=resume_id) as tracked, ranks.failures():
+            tracked.handle.set_tags(gate_tags or {})
             if ranks.active:
                 tracked.handle.set_tags({record.TAG_WORLD_SIZE: str(ranks.world_size)})
             if options.tags:

@@ -237,7 +237,7 @@ class EvalSpec(_Spec):
     threshold_metric: ThresholdMetricName = Field("tss", description="The decision threshold maximises this on validation and is applied unchanged to test.")
     min_recall: float | None = Field(None, gt=0, le=1, description="Only consider thresholds with at least this validation recall.")
     min_precision: float | None = Field(None, gt=0, le=1, description="Only consider thresholds with at least this validation precision.")
-    plots: bool = Field(True, description="Write ROC, PR, confusion, reliability and training-curve PNGs.")
+    plots: bool = Field(True, description="Write ROC, PR, confusion, reliability and training-curve PNGs, and the strata and failure-grid PNGs (their tables are written either way).")
 
 
 class GatesSpec(_Spec):
@@ -251,7 +251,7 @@ class GatesSpec(_Spec):
     max_samples: int = Field(20000, ge=100, description="Train frames (a fixed random subset) the shortcut gate and the physics baseline fit on; bounds their cost on the full data set.")
     max_bad_fraction: float = Field(0.001, ge=0, le=1, description="Integrity: undecodable, constant or non-finite samples WARN up to this fraction of all samples and FAIL above it.")
     max_saturated: float = Field(0.01, ge=0, le=1, description="Integrity: WARN when this share of all pixels or more sits at 0 or 255 (clipped field values: rescale the magnetograms).")
-    min_positives: int = Field(10, ge=0, description="Balance: WARN when a split has fewer positives than this (its TSS is noise); a split without positives FAILs.")
+    min_positives: int = Field(10, ge=0, description="Balance: WARN when a split has fewer positives than this (its TSS is noise), or none at all (its TSS, AUC and threshold are undefined).")
     max_base_rate_ratio: float = Field(2.0, ge=1, description="Balance: WARN when the positive rates of two splits differ by more than this factor (their skill scores are not comparable).")
     grid_per_class: int = Field(4, ge=1, le=16, description="Samples gate: frames per class per split in the grid figure.")
     normalisation_samples: int = Field(256, ge=16, description="Normalisation gate: model inputs per split (train, val) whose per-channel mean and std are reported.")

@@ -16,7 +16,9 @@ stratum its counts, TPR, FPR and TSS at the one threshold chosen on validation:
 Counts (``n``, ``positives``, ``ars`` and the confusion cells) come with every rate so an
 interval can be put on it; a stratum with no positives has no TPR (NaN), one without
 negatives no FPR. :func:`headline` picks the numbers logged as run metrics (``tpr_M``,
-``fpr_hard``, ...) and :func:`expected_calibration_error` gives ``ece``.
+``fpr_hard_ar``, ...) and :func:`expected_calibration_error` gives ``ece``. (``fpr_hard_ar`` is the
+FPR on hard-negative ARs known from ground truth; ``fpr_hard`` is another number, the FPR on the
+negatives a hard-negative source model got wrong, :mod:`arflare.lineage`.)
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ COLUMNS = ("family", "stratum", "n", "positives", "negatives", "ars", "tp", "fn"
 # headline metric name -> (family, stratum): what a run logs as {split}/{name}
 HEADLINE = {"tpr_C": ("flare_class", "C"), "tpr_M": ("flare_class", "M"), "tpr_X": ("flare_class", "X"),
             "fpr_noflare": ("negative", "no flare"), "fpr_subC": ("negative", "sub-C (A/B)"),
-            "fpr_hard": ("ar_kind", "hard negative")}  # fmt: skip
+            "fpr_hard_ar": ("ar_kind", "hard negative")}  # fmt: skip
 
 
 def flare_letter(reg_label: pd.Series) -> pd.Series:
@@ -94,7 +96,7 @@ def _row(family: str, stratum: str, label: np.ndarray, forecast: np.ndarray, ars
 
 
 def headline(strata: pd.DataFrame) -> dict[str, float]:
-    """The strata numbers a run logs as metrics (``tpr_M``, ``fpr_hard``, ...), where the split has them."""
+    """The strata numbers a run logs as metrics (``tpr_M``, ``fpr_hard_ar``, ...), where the split has them."""
     out = {}
     for name, (family, stratum) in HEADLINE.items():
         row = strata[(strata["family"] == family) & (strata["stratum"] == stratum)]

@@ -89,7 +89,7 @@ def fit_tabular(spec: RunSpec, *, index: DataIndex, reporter: Reporter, out_dir:
                             epochs_run=rounds, history=history, keep_rate=keep_rate)  # fmt: skip
     # report() reads what it needs of a dataset: the samples' table and their labels.
     frames = {split: SimpleNamespace(frame_table=table.iloc[rows[split]], labels=y[rows[split]]) for split in rows}
-    report(evaluation, spec=spec, datasets=frames, reporter=reporter, out_dir=out_dir)
+    report(evaluation, spec=spec, datasets=frames, index=index, reporter=reporter, out_dir=out_dir)
     _report_model(spec, final, table, columns, groups, x[rows["val"]], y[rows["val"]], reporter, out_dir)
     return TrainResult(metrics=metrics, best_epoch=best.best_epoch, epochs_run=rounds, threshold=best.threshold,
                        history=history)

@@ -140,8 +140,8 @@ def train(spec: RunSpec, *, index: DataIndex, reporter: Reporter, out_dir: Path,
         if hard is not None:
             evaluation.metrics.update(hard.final_metrics(parts.datasets, evaluation.splits, best.threshold))
         if ranks.is_main:
-            report(evaluation, spec=spec, datasets=parts.datasets, reporter=reporter, out_dir=Path(out_dir),
-                   run_name=run_name)
+            report(evaluation, spec=spec, datasets=parts.datasets, index=index, reporter=reporter,
+                   out_dir=Path(out_dir), run_name=run_name)
             _log_checkpoints(reporter, ckpt_dir, checkpoints, with_last=checkpoints.log_last)
     except BaseException:
         if ranks.is_main and (ckpt_dir / BEST_FILE).is_file():  # the best weights so far stay with a failed or killed run

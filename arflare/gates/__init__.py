@@ -39,6 +39,7 @@ def run_gates(spec, index, folder: Path, *, progress: bool = True) -> GateReport
         progress: progress bars on stderr for the decoding pass.
     """
     from arflare.gates import checks, inputs
+    from arflare.gates.baseline import physics_features
     from arflare.gates.scan import scan
 
     g, data = spec.gates, spec.data
@@ -53,6 +54,9 @@ def run_gates(spec, index, folder: Path, *, progress: bool = True) -> GateReport
         checks.shortcut(table, min_flare_class=data.min_flare_class, json_keys=g.shortcut_json_keys,
                         folds=g.cv_folds, max_samples=g.max_samples, max_auc=g.shortcut_max_auc,
                         permutations=g.shortcut_permutations, alpha=g.shortcut_alpha),
+        checks.physics_baseline(*physics_features(index, max_samples=g.max_samples, cache_dir=data.cache_dir,
+                                                  progress=progress),
+                                min_flare_class=data.min_flare_class, folds=g.cv_folds, max_samples=g.max_samples),
     ]
     datasets = inputs.model_inputs(spec, index)
     results.append(inputs.samples_grid(datasets, folder, per_class=g.grid_per_class, input_mode=data.input_mode))

@@ -62,16 +62,16 @@ def integrity(scan: pd.DataFrame, skipped, *, max_bad_fraction: float, max_satur
 
 
 def balance(table: pd.DataFrame, *, min_flare_class: str, min_positives: int, max_base_rate_ratio: float) -> GateResult:
-    """Positives per split and how far the splits' base rates differ."""
+    """Positives per split and how far the splits' base rates differ (WARN only: a run can still start)."""
     labels = positive_labels(table, min_flare_class)
     rows, statuses, notes = [], [], []
     for split in SPLITS:
         mask = (table["split"] == split).to_numpy()
         pos, n = int(labels[mask].sum()), int(mask.sum())
         rows.append({"split": split, "samples": n, "positives": pos, "rate": pos / max(n, 1)})
-        if pos == 0:
-            statuses.append("FAIL")
-            notes.append(f"{split} has no positives")
+        if pos == 0:  # WARN, not FAIL: tiny smoke sets lack them; every skill score of the split says n/a
+            statuses.append("WARN")
+            notes.append(f"{split} has no positives: its TSS, AUC and threshold are undefined")
         elif pos < min_positives:
             statuses.append("WARN")
             notes.append(f"{split} has {pos} < {min_positives} positives")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from arflare._image_grid import write_image_grid
+from arflare._image_grid import flare_class, write_image_grid
 from arflare.gates.report import GateResult
 
 SEED = 0  # fixed: two checks of the same data show the same samples
@@ -46,8 +46,8 @@ def samples_grid(datasets: dict, folder: Path, *, per_class: int, input_mode: st
                 if i < len(chosen):
                     row = table.iloc[chosen[i]]
                     images.append(first_frame(dataset[int(chosen[i])]["image"]))
-                    captions.append(f"AR {row['ar']} {row['timestamp']:%Y-%m-%d %H:%M}\n{row['reg_label']} "
-                                    f"(label {cls})")
+                    captions.append(f"AR {row['ar']} {row['timestamp']:%Y-%m-%d %H:%M}\n"
+                                    f"{flare_class(row['reg_label'])} (label {cls})")
                 else:
                     images.append(None)
                     captions.append("")

@@ -23,12 +23,14 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from arflare.data.index import DataIndex
+from arflare.data.index import DataIndex, cache_root
+from arflare.data.synth import png_levels_to_gauss
+from arflare.physics.fields import unsigned_flux
 
-_SCAN_VERSION = 1  # bump when a column's definition changes, so old caches are recomputed
+_SCAN_VERSION = 2  # bump when a column's definition changes, so old caches are recomputed
 BORDER_FRACTION = 1 / 16  # ring width as a fraction of the side: 4 px at 64 px, 14 px at 224 px
 STAT_COLUMNS = ("ok", "error", "min", "max", "mean", "std", "saturated", "border_mean", "border_std",
-                "border_abs_mean", "flow_ok")  # fmt: skip
+                "border_abs_mean", "unsigned_flux", "flow_ok")  # fmt: skip
 _CHUNK = 512  # samples per task: large enough to amortise process overhead, small enough to balance
 
 
@@ -47,7 +49,8 @@ def scan(index: DataIndex, *, cache_dir: Path | None = None, workers: int | None
         meta, then ``ok`` (PNG decoded), ``error`` (why not, else ""), ``min``/``max``/``mean``/
         ``std`` of the 8-bit values, ``saturated`` (fraction of pixels at 0 or 255),
         ``border_mean``/``border_std``/``border_abs_mean`` (ring of width ``BORDER_FRACTION`` of
-        the side, in values relative to 128 = 0 G) and ``flow_ok`` (flow decoded and finite;
+        the side, in values relative to 128 = 0 G), ``unsigned_flux`` (:mod:`arflare.physics`'s
+        definition; the AR-size strata of every run's evaluation read it here) and ``flow_ok`` (flow decoded and finite;
         True without flow).
     """
     path = _cache_path(cache_dir, index.fingerprint)
@@ -66,8 +69,7 @@ def scan(index: DataIndex, *, cache_dir: Path | None = None, workers: int | None
 
 
 def _cache_path(cache_dir: Path | None, fingerprint: str) -> Path:
-    base = cache_dir or os.environ.get("ARFLARE_CACHE") or Path.home() / ".cache" / "arflare"
-    return Path(base) / f"scan-{fingerprint}-v{_SCAN_VERSION}.parquet"
+    return cache_root(cache_dir) / f"scan-{fingerprint}-v{_SCAN_VERSION}.parquet"
 
 
 def _save(stats: pd.DataFrame, path: Path) -> None:
@@ -124,7 +126,8 @@ def _scan_one(shard: str, offset: int, size: int, has_flow: bool, flow_shard: st
     ring = border_ring(pixels) - 128.0
     row.update(ok=True, min=pixels.min(), max=pixels.max(), mean=pixels.mean(), std=pixels.std(),
                saturated=float(np.mean((pixels <= 0) | (pixels >= 255))), border_mean=ring.mean(),
-               border_std=ring.std(), border_abs_mean=np.abs(ring).mean())  # fmt: skip
+               border_std=ring.std(), border_abs_mean=np.abs(ring).mean(),
+               unsigned_flux=float(unsigned_flux(png_levels_to_gauss(pixels))))  # fmt: skip
     if has_flow:
         row["flow_ok"] = _flow_finite(flow_shard, flow_offset, flow_size)
     return row

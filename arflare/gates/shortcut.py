@@ -94,8 +94,11 @@ def grouped_cv_auc(features: pd.DataFrame, labels: np.ndarray, groups: np.ndarra
     auc = float(roc_auc_score(labels[scored], scores[scored])) if len(np.unique(labels[scored])) == 2 else float("nan")
     coefs = model.fit(x, labels)[-1].coef_[0]
     ranked = sorted(zip(features.columns, coefs, strict=True), key=lambda kv: -abs(kv[1]))
-    return {**info, "auc": auc, "folds": folds, "scored": int(scored.sum()),
-            "coefficients": {name: round(float(c), 4) for name, c in ranked}}
+    out = {**info, "auc": auc, "folds": folds, "scored": int(scored.sum()),
+           "coefficients": {name: round(float(c), 4) for name, c in ranked}}
+    if np.isnan(auc):
+        out["reason"] = "the folds that could be fitted held out only one class"
+    return out
 
 
 def ar_permutation_null(features: pd.DataFrame, labels: np.ndarray, groups: np.ndarray, *, folds: int,

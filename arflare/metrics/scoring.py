@@ -186,8 +186,9 @@ def probability_metrics(y_true: ArrayLike, scores: ArrayLike, *, keep_rate: floa
 
 
 def evaluate(y_true: ArrayLike, scores: ArrayLike, *, threshold: float, keep_rate: float | None = None) -> dict[str, float]:
-    """Every metric of :data:`METRICS`, keyed and ordered as the table (``keep_rate``: see
-    :func:`probability_metrics`; the threshold metrics use the scores as given)."""
+    """Every threshold and probability metric of :data:`METRICS`, keyed and ordered as the table
+    (``keep_rate``: see :func:`probability_metrics`; the threshold metrics use the scores as given;
+    the ``diagnostics`` rows need flare classes and ARs: :mod:`arflare.diagnostics` computes them)."""
     merged = {**probability_metrics(y_true, scores, keep_rate=keep_rate), **threshold_metrics(y_true, scores, threshold)}
-    return {name: merged[name] for name in METRICS}
+    return {m.name: merged[m.name] for m in METRICS.rows() if m.needs != "diagnostics"}
 

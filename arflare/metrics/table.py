@@ -62,8 +62,11 @@ class Metric:
     Attributes:
         name: Logged as ``val/<name>`` and ``test/<name>``.
         fn: ``needs="threshold"``: ``fn(Counts) -> value``, vectorised (a threshold sweep passes
-            arrays); ``needs="probability"``: ``fn(Scored) -> float``.
-        needs: A decision threshold (skill of the yes/no forecast) or the probabilities only.
+            arrays); ``needs="probability"``: ``fn(Scored) -> float``; ``needs="diagnostics"``:
+            ``fn(strata, ece) -> float`` (NaN when the split lacks the stratum), computed once after
+            training by :mod:`arflare.diagnostics` from the predictions with flare classes and ARs.
+        needs: A decision threshold (skill of the yes/no forecast), the probabilities only, or the
+            after-training diagnostics (never per epoch, never by ``evaluate()``).
         higher_is_better: Direction for ranking and model selection.
         alias: The ``arflare compare --metric`` name, when it differs (``tpr@fpr=1e-3``).
         label: Column header; default the alias or name in capitals.
@@ -77,7 +80,7 @@ class Metric:
 
     name: str
     fn: Callable
-    needs: Literal["threshold", "probability"]
+    needs: Literal["threshold", "probability", "diagnostics"]
     higher_is_better: bool = True
     alias: str | None = None
     label: str | None = None
@@ -187,6 +190,24 @@ for _row in (
     Metric("tn", _count("tn"), _T),
     Metric("fp", _count("fp"), _T, higher_is_better=False),
     Metric("fn", _count("fn"), _T, higher_is_better=False),
+):
+    register_metric(_row)
+
+
+def _stratum_rate(name: str, strata, ece: float) -> float:
+    from arflare.strata import headline  # lazy: pandas; `arflare validate` reads the table only
+
+    return headline(strata).get(name, float("nan"))
+
+
+# After training, at the val threshold (arflare.strata): TPR by the flare class of the positives, FPR by
+# negative stratum and on the frames of hard-negative ARs, and the expected calibration error.
+_D = "diagnostics"
+for _row in (
+    *(Metric(f"tpr_{c}", partial(_stratum_rate, f"tpr_{c}"), _D, compare=True) for c in "CMX"),
+    *(Metric(f"fpr_{s}", partial(_stratum_rate, f"fpr_{s}"), _D, higher_is_better=False, compare=True)
+      for s in ("noflare", "subC", "hard_ar")),
+    Metric("ece", lambda strata, ece: ece, _D, higher_is_better=False, compare=True),
 ):
     register_metric(_row)
 

@@ -61,6 +61,16 @@ FEATURES = (
 FEATURE_NAMES = tuple(f.name for f in FEATURES)
 
 
+def unsigned_flux(field: np.ndarray) -> np.ndarray:
+    """``unsigned_flux`` of :data:`FEATURES` alone, for batches ``(N, S, S)`` or one frame (G·FOV²).
+
+    The strata of a run's evaluation read it from the gates' decoding pass, which cannot afford
+    every feature of every frame.
+    """
+    magnitude = np.abs(np.asarray(field, dtype=np.float32))
+    return (magnitude * (magnitude > FLUX_THRESHOLD_G)).sum(axis=(-2, -1), dtype=np.float64) / magnitude.shape[-1] ** 2
+
+
 def frame_features(field: np.ndarray) -> dict[str, np.ndarray]:
     """Every feature of :data:`FEATURES` for a batch of square magnetograms.
 
@@ -96,7 +106,7 @@ def frame_features(field: np.ndarray) -> dict[str, np.ndarray]:
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_gradient = np.where(n_active > 0, (gradient * active).sum(axis=(1, 2)) / n_active, np.nan)
     out = {
-        "unsigned_flux": (magnitude * active).sum(axis=(1, 2), dtype=np.float64) * da,
+        "unsigned_flux": unsigned_flux(field),
         "net_flux": (field * active).sum(axis=(1, 2), dtype=np.float64) * da,
         "area": n_active * da,
         "mean_gradient": mean_gradient,

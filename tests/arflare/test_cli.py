@@ -100,6 +100,12 @@ def test_smoke_run_writes_params_metrics_tags_and_artifacts(ws, finished):
                      "plots/confusion_test.png", "plots/reliability_test.png", "plots/training_curves.png"):
         assert expected in files, expected
     assert "checkpoints/last.pt" not in files  # the resume state stays local and is removed when the run ends
+    for split in ("val", "test"):  # after training: strata, failure grids and ECE at the val threshold
+        assert {f"strata/{split}.parquet", f"strata/{split}.png", f"failures/{split}.parquet",
+                f"failures/{split}.png"} <= files
+    assert "test/ece" in metrics and "best/val_ece" in metrics
+    check = ws.client.get_run(tags["arflare.check_run"])  # the preflight check it relied on
+    assert check.data.tags["arflare.kind"] == "check" and check.data.tags["arflare.gates_status"] == tags["arflare.gates_status"]
 
 
 def test_test_tss_recomputes_from_predictions_and_logged_threshold(ws, finished):

@@ -42,7 +42,7 @@ def test_tpr_by_class_and_fpr_by_negative_stratum_at_the_given_threshold():
                           "score": [0.9, 0.1, 0.8, 0.7, 0.2, 0.6]})
     table = stratify(frame, 0.5, hard_negative=pd.Series([False] * 3 + [True] * 3))
     assert headline(table) == {"tpr_C": 1.0, "tpr_M": 0.5, "fpr_noflare": 1.0, "fpr_subC": 0.5,
-                               "fpr_hard": pytest.approx(2 / 3)}
+                               "fpr_hard_ar": pytest.approx(2 / 3)}
 
 
 def test_ece_is_zero_when_calibrated_and_the_gap_otherwise():
@@ -75,3 +75,14 @@ def test_diagnose_writes_strata_and_failure_grids_for_val_and_test(tiny_shards, 
         assert 0 <= result.metrics[f"{split}/ece"] <= 1
     assert result.metrics["val/tpr_M"] == 0.0  # the M6.6 frame of val scores lowest: missed
     assert len(result.files) == 8
+
+
+def test_every_headline_stratum_is_a_metric_row_that_compare_accepts():
+    from arflare.metrics import compare_metric_key
+    from arflare.metrics.table import METRICS
+    from arflare.strata import HEADLINE
+
+    diagnostics = {m.name for m in METRICS.rows() if m.needs == "diagnostics"}
+    assert diagnostics == {*HEADLINE, "ece"}
+    assert compare_metric_key("tpr_M", "test") == ("test/tpr_M", True)
+    assert compare_metric_key("FPR_HARD_AR", "val") == ("val/fpr_hard_ar", False)

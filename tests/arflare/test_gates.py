@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
+from mlflow.tracking import MlflowClient
 from PIL import Image
+
+from arflare import record
+from arflare.cli import main
 
 from arflare.data.index import build_index
 from arflare.data.shards import ShardWriter
@@ -90,7 +96,8 @@ def test_same_set_without_the_marker_does_not_fail(clean_report):
 
 def test_report_files_round_trip_and_name_every_gate(clean_report):
     report, tmp_path = clean_report
-    assert [g.name for g in report.gates] == ["integrity", "balance", "split", "shortcut", "samples", "normalisation"]
+    assert [g.name for g in report.gates] == ["integrity", "balance", "split", "shortcut", "physics_baseline", "samples",
+                                              "normalisation"]
     assert GateReport.from_dict(json.loads((tmp_path / "report.json").read_text())) == report
     markdown = (tmp_path / "report.md").read_text()
     assert all(f"| {g.name} | {g.status} |" in markdown for g in report.gates)
@@ -114,3 +121,82 @@ def test_constant_image_is_an_integrity_problem_named_by_shard_and_member(tiny_s
     assert gate.details["problems"] == [{"split": "val", "shard": "val/zz-extra.tar",
                                          "member": key.replace("_hmi", "9_hmi", 1) + ".png",
                                          "problem": "constant image"}]
+
+
+class Store:
+    """The shipped experiments.yaml in a temp folder, pointed at one of the tiny sets, with its own store."""
+
+    def __init__(self, folder, data) -> None:
+        self.folder, self.data = folder, data
+        self.file = folder / "experiments.yaml"
+        shutil.copy(Path(__file__).resolve().parents[2] / "experiments.yaml", self.file)
+
+    def arflare(self, command: str, *extra: str) -> int:
+        sets = [f"data.root={self.data / 'magnetograms'}", "data.generate_if_missing=false", "data.flow_root=null",
+                "gates.shortcut_permutations=19", "gates.shortcut_alpha=0.1", "gates.normalisation_samples=32",
+                "gates.grid_per_class=2"]
+        return main([command, "exp1_basic_reg", "--profile", "smoke", *(a for s in sets for a in ("--set", s)), *extra,
+                     "--file", str(self.file)])
+
+    def runs(self, kind: str):
+        client = MlflowClient(tracking_uri=f"sqlite:///{self.folder / 'mlruns' / 'mlflow.db'}")
+        exp = client.get_experiment_by_name("arflare")
+        runs = client.search_runs([exp.experiment_id], max_results=100) if exp else []
+        return [r for r in runs if r.data.tags.get(record.TAG_KIND) == kind], client
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return lambda data: Store(tmp_path, data)
+
+
+def test_marked_set_fails_check_and_run_refuses_with_exit_2_and_no_training_run(store, tiny_synth, capsys):
+    ws = store(tiny_synth / "marked")
+    assert ws.arflare("check") == 1
+    out = capsys.readouterr().out
+    assert re.search(r"^shortcut +FAIL", out, re.M) and re.search(r"^physics_baseline +PASS", out, re.M)
+    (check,), client = ws.runs("check")
+    assert check.info.status == "FINISHED" and check.data.tags[record.TAG_GATES_FAILED] == "shortcut"
+    files = {f.path for f in client.list_artifacts(check.info.run_id, record.GATES)}
+    assert {"gates/report.json", "gates/report.md", "gates/samples.png"} <= files
+    assert ws.arflare("run") == 2
+    err = capsys.readouterr().err
+    assert "shortcut FAILed, so nothing was trained" in err and "--allow-failed-gates" in err
+    assert ws.runs("train")[0] == [] and len(ws.runs("check")[0]) == 1  # the check was reused, nothing trained
+
+
+def test_clean_set_check_passes_and_run_reuses_it(store, tiny_synth, capsys):
+    ws = store(tiny_synth / "clean")
+    assert ws.arflare("check") == 0
+    assert "overall" in capsys.readouterr().out
+    (check,), _ = ws.runs("check")
+    assert ws.arflare("run", "--dry-run") == 0  # a dry run passes no gates and records nothing
+    assert len(ws.runs("check")[0]) == 1
+
+
+def test_an_ar_copied_into_another_split_stops_check_with_exit_2_naming_it_and_both_shards(store, tiny_synth, tmp_path,
+                                                                                         capsys):
+    data = tmp_path / "leaked"
+    shutil.copytree(tiny_synth / "clean" / "magnetograms", data / "magnetograms")
+    val = sorted((data / "magnetograms" / "val").glob("*.tar"))[0]
+    with tarfile.open(val) as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]
+    ar = members[0][0].split("_", 1)[0]
+    with ShardWriter(data / "magnetograms" / "train" / "zz-copy.tar") as sink:
+        for name, blob in members:
+            if name.startswith(f"{ar}_") and name.endswith(".json"):
+                key = name.rsplit(".", 1)[0]
+                sink.write(key, {"json": blob, "png": dict(members)[f"{key}.png"]})
+    assert store(data).arflare("check") == 2
+    err = capsys.readouterr().err
+    assert f"AR '{ar}' in train (train/zz-copy.tar), val (val/{val.name})" in err
+
+
+def test_a_run_past_failed_gates_is_tagged_with_them():
+    from arflare.checking import CheckOutcome
+
+    outcome = CheckOutcome("c1", "FAIL", ("shortcut",), reused=True, table="")
+    assert outcome.tags(allowed=True) == {record.TAG_CHECK_RUN: "c1", record.TAG_GATES_STATUS: "FAIL",
+                                          record.TAG_FAILED_GATES_ALLOWED: "shortcut"}
+    assert record.TAG_FAILED_GATES_ALLOWED not in CheckOutcome("c2", "PASS", (), False, "").tags(allowed=True)

@@ -67,7 +67,7 @@ def test_zero_denominators_give_documented_values():
 def test_agrees_with_sklearn_on_random_data(seed):
     y, s = _random_set(seed)
     out = M.evaluate(y, s, threshold=0.5)
-    assert list(out) == list(M.METRICS)
+    assert list(out) == [m.name for m in M.METRICS.rows() if m.needs != "diagnostics"]
     pred = (s >= 0.5).astype(int)
     tn, fp, fn, tp = skm.confusion_matrix(y, pred).ravel()
     assert (out["tp"], out["tn"], out["fp"], out["fn"]) == (tp, tn, fp, fn)
@@ -182,7 +182,8 @@ def test_the_table_says_each_metric_direction_and_use():
     assert [(m.column, m.name) for m in M.headline_metrics()] == [
         ("TSS", "tss"), ("HSS", "hss"), ("AUC", "auc"), ("TPR@FPR=1e-3", "tpr_at_fpr_1e-3")]
     assert M.compare_choices() == ("auc", "pr_auc", "brier", "bss", "tss", "hss", "f1", "tpr@fpr=1e-4",
-                                   "tpr@fpr=1e-3", "tpr@fpr=1e-2", "fpr@tpr=0.9")
+                                   "tpr@fpr=1e-3", "tpr@fpr=1e-2", "fpr@tpr=0.9", "tpr_C", "tpr_M", "tpr_X",
+                                   "fpr_noflare", "fpr_subC", "fpr_hard_ar", "ece")
 
 
 def test_compare_metric_key_mapping_and_error():
