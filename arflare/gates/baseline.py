@@ -47,6 +47,6 @@ def physics_features(index: DataIndex, *, max_samples: int, cache_dir=None,
         workers = min(os.cpu_count() or 1, 8) if len(train) > _PARALLEL_FROM else 1
         table = feature_table(subset, cache_dir=cache_dir, progress=progress, workers=workers)
     table = table.reset_index(drop=True)
-    features = pd.DataFrame({name: (fn(table[name].clip(lower=0)) if fn else table[name])
+    features = pd.DataFrame({f"log_{name}" if fn else name: (fn(table[name].clip(lower=0)) if fn else table[name])
                              for name, fn in BASELINE_FEATURES.items()})
     return features, table[["split", "ar", "label", "reg_label"]]
