@@ -20,7 +20,7 @@ Every FPR is at the run's own threshold (chosen on validation), with a 95 % AR c
 interval computed here from the run's ``predictions/{val,test}.parquet`` (1000 resamples, seed 0).
 
 Usage:
-    python scripts/hardneg_table.py --root data/synthetic --profile demo
+    python scripts/hardneg_table.py --root data/synth60 --profile ""   # runs launched without a profile
 """
 
 from __future__ import annotations
