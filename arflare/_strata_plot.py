@@ -21,7 +21,7 @@ def plot_strata(strata: pd.DataFrame, path: Path, *, title: str) -> Path:
 
     panels = (("tpr", "tp", "positives", "TPR (flares forecast)"), ("fpr", "fp", "negatives", "FPR (false alarms)"))
     height = max(2.5, 0.22 * max(int((strata[p[2]] > 0).sum()) for p in panels) + 1.0)
-    fig = Figure(figsize=(9, height))
+    fig = Figure(figsize=(9, height), layout="constrained")  # long stratum names stay inside the figure
     FigureCanvasAgg(fig)
     for ax, (rate, hits, total, label) in zip(fig.subplots(1, 2), panels, strict=True):
         part = strata[strata[total] > 0].iloc[::-1]
@@ -34,7 +34,6 @@ def plot_strata(strata: pd.DataFrame, path: Path, *, title: str) -> Path:
         ax.set_xlim(0, 1.25)
         ax.set_xlabel(label, fontsize=8)
     fig.suptitle(title, fontsize=8)
-    fig.tight_layout(pad=0.5)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI)

@@ -81,7 +81,7 @@ def diagnose(predictions: Mapping[str, pd.DataFrame], *, threshold: float, index
         files.append((path, record.STRATA))
         if figures:
             files.append((plot_strata(table, out_dir / record.STRATA / f"{split}.png",
-                                      title=f"{run_name} - {split}: {int(frame['label'].sum())} flares / "
+                                      title=f"{run_name + ' - ' if run_name else ''}{split}: {int(frame['label'].sum())} flares / "
                                             f"{int((frame['label'] == 0).sum())} non-flares, threshold {threshold:.3f} "
                                             f"chosen on val"), record.STRATA))
         probabilities = correct_probability(frame["score"].to_numpy(float), keep_rate)
