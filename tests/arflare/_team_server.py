@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from arflare.ui import _group_alive  # the same liveness check `arflare ui` stops its server with
+
 PG_USER = "postgres"  # the cluster's superuser (and, as root, the OS user that runs it)
 
 
@@ -171,14 +173,6 @@ def stop_group(process: subprocess.Popen, grace_s: float = 20) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"processes of group {process.pid} survived SIGKILL")
         time.sleep(0.1)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @contextlib.contextmanager
