@@ -13,8 +13,8 @@ from arflare.plots import DPI
 def plot_strata(strata: pd.DataFrame, path: Path, *, title: str) -> Path:
     """Two panels of horizontal bars: TPR of strata with positives, FPR of strata with negatives.
 
-    Each bar is labelled with its count (``tp/positives`` or ``fp/negatives``) and ARs, so a rate
-    from a handful of frames reads as such.
+    Each bar carries its 95 % AR-bootstrap interval as a whisker and is labelled with its count
+    (``tp/positives`` or ``fp/negatives``) and ARs, so a rate from a handful of frames or ARs reads as such.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -28,11 +28,16 @@ def plot_strata(strata: pd.DataFrame, path: Path, *, title: str) -> Path:
         names = [f"{f}: {s}" for f, s in zip(part["family"], part["stratum"], strict=True)]
         y = np.arange(len(part))
         ax.barh(y, part[rate], color="#4477aa" if rate == "tpr" else "#cc6677")
-        for yi, (value, k, n, ars) in enumerate(zip(part[rate], part[hits], part[total], part["ars"], strict=True)):
-            ax.text(min(value, 1.0) + 0.01, yi, f"{k}/{n} ({ars} AR)", va="center", fontsize=6)
+        lo, hi = part.get(f"{rate}_lo"), part.get(f"{rate}_hi")
+        if lo is not None and hi is not None:  # the 95 % AR-bootstrap interval as a whisker
+            ax.errorbar(part[rate], y, xerr=np.vstack([(part[rate] - lo).clip(lower=0), (hi - part[rate]).clip(lower=0)]),
+                        fmt="none", ecolor="#333333", elinewidth=0.8, capsize=2)
+        ends = part[rate] if hi is None else np.fmax(part[rate], hi)
+        for yi, (end, k, n, ars) in enumerate(zip(ends, part[hits], part[total], part["ars"], strict=True)):
+            ax.text(min(end, 1.0) + 0.01, yi, f"{k}/{n} ({ars} AR)", va="center", fontsize=6)
         ax.set_yticks(y, names, fontsize=6)
         ax.set_xlim(0, 1.25)
-        ax.set_xlabel(label, fontsize=8)
+        ax.set_xlabel(f"{label}, 95 % AR-bootstrap interval", fontsize=8)
     fig.suptitle(title, fontsize=8)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -177,6 +177,39 @@ def bootstrap_intervals(labels: ArrayLike, scores: ArrayLike, ars: ArrayLike, *,
     return out
 
 
+def count_rate_intervals(counts: np.ndarray, *, n_resamples: int = DEFAULT_RESAMPLES, level: float = DEFAULT_LEVEL,
+                         seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """AR-bootstrap intervals of TPR, FPR and TSS of several subsets (strata) of one split at once.
+
+    Every resample draws the split's ARs with replacement, exactly as :func:`bootstrap_intervals`
+    does with the same ``seed``, and re-counts every stratum under it, so the strata of a split
+    share their resamples with each other and with the split's headline intervals.
+
+    Args:
+        counts: ``(K, S, 4)``: tp, fn, fp, tn of AR k in stratum s at the fixed threshold; the
+            ARs in the order of :func:`cluster_index`.
+        n_resamples: Number of resamples.
+        level: Coverage of the interval.
+        seed: Seed of the resampling.
+
+    Returns:
+        ``{"tpr" | "fpr" | "tss": (lo, hi)}``, arrays of length S. A resample in which a stratum has
+        no positives (negatives) leaves it out of that stratum's TPR (FPR); a stratum whose ARs are
+        all one AR gets a zero-width interval, which its AR count explains.
+    """
+    k, strata, _ = counts.shape
+    weights = _weights(k, n_resamples, seed)
+    tp, fn, fp, tn = np.moveaxis(np.einsum("bk,ksc->bsc", weights, counts.astype(np.float64)), 2, 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rates = {"tpr": np.where(tp + fn > 0, tp / (tp + fn), np.nan), "fpr": np.where(fp + tn > 0, fp / (fp + tn), np.nan)}
+    rates["tss"] = rates["tpr"] - rates["fpr"]
+    out = {}
+    for name, draws in rates.items():
+        bounds = [_percentiles(draws[:, s], level)[:2] for s in range(strata)]
+        out[name] = (np.array([b[0] for b in bounds]), np.array([b[1] for b in bounds]))
+    return out
+
+
 @dataclass(frozen=True)
 class PairedDifference:
     """``a - b`` of one metric, its paired bootstrap interval and two-sided p-value."""

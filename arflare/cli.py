@@ -200,6 +200,8 @@ def _build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--grace-period", type=_positive_int, metavar="S",
                      help="RDB storage: a trial silent this long is failed and queued again (default 180)")
     cmd.add_argument("--best", action="store_true", help="print the best trial and the command that reproduces it")
+    cmd.add_argument("--allow-failed-gates", action="store_true",
+                     help="search even when a preflight gate of the base FAILs (arflare check); the parent and trials are tagged")
     _add_submit(add, common, resolve)
     return parser
 
@@ -383,7 +385,8 @@ def _cmd_sweep(args) -> int:
     heartbeat = {key: value for key, value in (("interval_s", args.heartbeat_interval), ("grace_s", args.grace_period))
                  if value is not None}
     return sweep(registry, args.name, profile=args.profile, sets=args.sets, trials=args.trials,
-                 workers=args.workers, storage=args.storage, best=args.best, heartbeat=heartbeat)
+                 workers=args.workers, storage=args.storage, best=args.best, heartbeat=heartbeat,
+                 allow_failed_gates=args.allow_failed_gates)
 
 
 def _cmd_submit(args) -> int:

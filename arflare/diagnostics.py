@@ -4,7 +4,7 @@
 the threshold chosen on validation. It writes ``strata/{split}.parquet`` and ``strata/{split}.png``,
 ``failures/{split}.parquet`` and ``failures/{split}.png``, and returns the metrics to log
 (``{split}/tpr_M``, ``{split}/fpr_hard_ar``, ``{split}/ece``, ...: the ``diagnostics`` rows of the
-metric table). The threshold is never re-chosen here: test strata use val's threshold, like every
+metric table), with ``{split}/tpr_M_lo|_hi`` the AR-bootstrap interval of each strata rate. The threshold is never re-chosen here: test strata use val's threshold, like every
 other test number.
 """
 
@@ -90,6 +90,8 @@ def diagnose(predictions: Mapping[str, pd.DataFrame], *, threshold: float, index
             value = metric.fn(table, ece) if metric.needs == "diagnostics" else float("nan")
             if value == value:
                 metrics[f"{split}/{metric.name}"] = float(value)
+        for end in ("_lo", "_hi"):  # AR-bootstrap interval of each headline rate, as test/tss_lo|_hi
+            metrics.update({f"{split}/{name}{end}": value for name, value in stratified.headline(table, suffix=end).items()})
         errors = failure_analysis.top_failures(frame, threshold, k=k)
         path = out_dir / record.FAILURES / f"{split}.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)

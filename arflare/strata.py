@@ -13,9 +13,9 @@ stratum its counts, TPR, FPR and TSS at the one threshold chosen on validation:
 * ``size``: terciles of the frame's total unsigned flux within the split;
 * ``year``: the calendar year of the frame.
 
-Counts (``n``, ``positives``, ``ars`` and the confusion cells) come with every rate so an
-interval can be put on it; a stratum with no positives has no TPR (NaN), one without
-negatives no FPR. :func:`headline` picks the numbers logged as run metrics (``tpr_M``,
+Counts (``n``, ``positives``, ``ars`` and the confusion cells) and a 95 % AR-bootstrap interval
+come with every rate (the split's ARs resampled, as for the run's headline intervals); a stratum
+with no positives has no TPR (NaN), one without negatives no FPR. :func:`headline` picks the numbers logged as run metrics (``tpr_M``,
 ``fpr_hard_ar``, ...) and :func:`expected_calibration_error` gives ``ece``. (``fpr_hard_ar`` is the
 FPR on hard-negative ARs known from ground truth; ``fpr_hard`` is another number, the FPR on the
 negatives a hard-negative source model got wrong, :mod:`arflare.lineage`.)
@@ -26,9 +26,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from arflare.bootstrap import DEFAULT_RESAMPLES, cluster_index, count_rate_intervals
 from arflare.calibration import reliability_bins
 
-COLUMNS = ("family", "stratum", "n", "positives", "negatives", "ars", "tp", "fn", "fp", "tn", "tpr", "fpr", "tss")
+COLUMNS = ("family", "stratum", "n", "positives", "negatives", "ars", "tp", "fn", "fp", "tn", "tpr", "fpr", "tss",
+           "tpr_lo", "tpr_hi", "fpr_lo", "fpr_hi", "tss_lo", "tss_hi")
 # headline metric name -> (family, stratum): what a run logs as {split}/{name}
 HEADLINE = {"tpr_C": ("flare_class", "C"), "tpr_M": ("flare_class", "M"), "tpr_X": ("flare_class", "X"),
             "fpr_noflare": ("negative", "no flare"), "fpr_subC": ("negative", "sub-C (A/B)"),
@@ -42,7 +44,7 @@ def flare_letter(reg_label: pd.Series) -> pd.Series:
 
 
 def stratify(predictions: pd.DataFrame, threshold: float, *, unsigned_flux: pd.Series | None = None,
-             hard_negative: pd.Series | None = None) -> pd.DataFrame:
+             hard_negative: pd.Series | None = None, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> pd.DataFrame:
     """Counts and rates of every stratum of one split at ``threshold``.
 
     Args:
@@ -50,10 +52,13 @@ def stratify(predictions: pd.DataFrame, threshold: float, *, unsigned_flux: pd.S
         threshold: the decision threshold chosen on validation (score >= threshold is a flare forecast).
         unsigned_flux: total unsigned flux of each row (same index); gives the ``size`` family.
         hard_negative: True for rows of hard-negative ARs (same index); gives the ``ar_kind`` family.
+        n_resamples: AR-bootstrap resamples of the intervals.
+        seed: Seed of the resampling (the run's headline intervals use 0 too, so they share resamples).
 
     Returns:
         One row per stratum with the columns of ``COLUMNS``; within a family the strata partition
-        the split (``flare_class`` its positives, ``negative`` its negatives).
+        the split (``flare_class`` its positives, ``negative`` its negatives). ``{tpr,fpr,tss}_lo|_hi``
+        are 95 % AR-bootstrap percentile intervals (:func:`arflare.bootstrap.count_rate_intervals`).
     """
     frame = predictions.reset_index(drop=True)
     forecast = frame["score"].to_numpy(float) >= threshold
@@ -71,12 +76,20 @@ def stratify(predictions: pd.DataFrame, threshold: float, *, unsigned_flux: pd.S
         terciles = pd.qcut(flux.rank(method="first"), 3, labels=["small (lower third)", "middle third", "large (upper third)"])
         families.append(("size", terciles.astype(str)))
     families.append(("year", pd.to_datetime(frame["timestamp"]).dt.year.astype(str)))
-    rows = []
-    for family, strata in families:
-        for stratum in _ordered(strata.dropna().unique(), family):
-            mask = (strata == stratum).to_numpy()
-            rows.append(_row(family, stratum, label[mask], forecast[mask], frame.loc[mask, "ar"]))
-    return pd.DataFrame(rows, columns=list(COLUMNS))
+    masks = [(family, stratum, (strata == stratum).to_numpy())
+             for family, strata in families for stratum in _ordered(strata.dropna().unique(), family)]
+    table = pd.DataFrame([_row(family, stratum, label[mask], forecast[mask], frame.loc[mask, "ar"])
+                          for family, stratum, mask in masks], columns=list(COLUMNS[:13]))
+    # One AR resample serves every stratum (and matches the split's headline intervals, same seed).
+    cluster = cluster_index(frame["ar"])
+    cells = np.stack([label & forecast, label & ~forecast, ~label & forecast, ~label & ~forecast], axis=1).astype(float)
+    counts = np.zeros((int(cluster.max()) + 1 if len(frame) else 0, len(masks), 4))
+    for s, (_, _, mask) in enumerate(masks):
+        np.add.at(counts[:, s], cluster[mask], cells[mask])
+    if len(frame):
+        for rate, (lo, hi) in count_rate_intervals(counts, n_resamples=n_resamples, seed=seed).items():
+            table[f"{rate}_lo"], table[f"{rate}_hi"] = lo, hi
+    return table.reindex(columns=list(COLUMNS))
 
 
 def _ordered(values, family: str) -> list:
@@ -95,12 +108,15 @@ def _row(family: str, stratum: str, label: np.ndarray, forecast: np.ndarray, ars
             "tss": tpr - fpr}
 
 
-def headline(strata: pd.DataFrame) -> dict[str, float]:
-    """The strata numbers a run logs as metrics (``tpr_M``, ``fpr_hard_ar``, ...), where the split has them."""
+def headline(strata: pd.DataFrame, *, suffix: str = "") -> dict[str, float]:
+    """The strata numbers a run logs as metrics (``tpr_M``, ``fpr_hard_ar``, ...), where the split has them.
+
+    ``suffix="_lo"`` or ``"_hi"`` gives the ends of their intervals instead.
+    """
     out = {}
     for name, (family, stratum) in HEADLINE.items():
         row = strata[(strata["family"] == family) & (strata["stratum"] == stratum)]
-        value = row["tpr" if name.startswith("tpr") else "fpr"]
+        value = row[("tpr" if name.startswith("tpr") else "fpr") + suffix]
         if len(row) and not np.isnan(value.iloc[0]):
             out[name] = float(value.iloc[0])
     return out

@@ -38,11 +38,13 @@ from registry.tracking import default_artifact_location, resolve_tracking_uri
 
 def sweep(registry: Registry, name: str, *, profile: str | None, sets: Sequence[str], trials: int | None,
           workers: int, storage: str | None, best: bool, heartbeat: Mapping[str, int] = {},
-          tags: Mapping[str, str] = {}) -> int:
+          tags: Mapping[str, str] = {}, allow_failed_gates: bool = False) -> int:
     """Run (or resume, or join) the study of experiment ``name`` for its current base, or print its best trial.
 
-    ``heartbeat`` overrides fields of ``registry.study_storage.Heartbeat`` (RDB storages only);
-    ``tags`` go on every trial run this command starts (``arflare submit``'s job id).
+    The preflight gates of the base run first, as for ``arflare run`` (reused when an identical
+    check exists): a FAILed gate stops the sweep before any trial (exit 2) unless
+    ``allow_failed_gates``. ``heartbeat`` overrides fields of ``registry.study_storage.Heartbeat``
+    (RDB storages only); ``tags`` go on every trial run this command starts (``arflare submit``'s job id).
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own one line per trial is enough
     entry = registry.experiments.get(name)
@@ -72,16 +74,17 @@ def sweep(registry: Registry, name: str, *, profile: str | None, sets: Sequence[
     _announce(group, study_name, storage)
     if best:
         return _print_best(best_trial(study_name=study_name, storage=storage, search=entry.search), name, profile, sets)
+    gate_tags = _gates(registry, base, index, entry.search, profile=profile, allow_failed=allow_failed_gates)
     threads = max(1, (os.cpu_count() or 1) // workers)  # K workers on C cores: C/K threads each
     folder = registry.path.parent
     trial_fn = functools.partial(run_trial, base=base, description=entry.description, profile=profile,
                                  group=study_name, registry_dir=str(folder), objective=entry.search.objective,
-                                 tracking_uri=resolve_tracking_uri(folder), threads=threads)
+                                 tracking_uri=resolve_tracking_uri(folder), threads=threads, tags=gate_tags)
     tracker_kwargs = {"tracking_uri": resolve_tracking_uri(folder), "experiment": registry.project,
                       "artifact_location": default_artifact_location(folder)}
     tags = {record.TAG_KIND: "sweep", record.TAG_EXPERIMENT: name, record.TAG_GROUP: study_name,
             record.TAG_PROFILE: profile or "", record.TAG_BASE_HASH: study_name.rsplit(":", 1)[1],
-            record.TAG_DATA_FINGERPRINT: index.fingerprint, **tags}
+            record.TAG_DATA_FINGERPRINT: index.fingerprint, **gate_tags, **tags}
     try:
         beat = Heartbeat(**heartbeat)
     except ValueError as exc:
@@ -95,6 +98,22 @@ def sweep(registry: Registry, name: str, *, profile: str | None, sets: Sequence[
         print(f"best {entry.search.objective} = {result.best_value:.4f} with {dict(result.best_params)}")
         print("reproduce: " + reproduce_command(name, profile, sets, result.best_params))
     return 0
+
+
+def _gates(registry: Registry, base: Run, index, search: SearchSpec, *, profile: str | None,
+           allow_failed: bool) -> dict[str, str]:
+    """The base's preflight check (run or reused; UsageError on a FAIL unless allowed) as the tags of the
+    parent and every trial. Gates see the base's input pipeline; a search over it is said so."""
+    from arflare.checking import gates_before_run
+    from arflare.commands import open_tracker
+    from arflare.gates import GATED_KEYS
+
+    outcome = gates_before_run(open_tracker(registry), registry, base, index, profile=profile, allow_failed=allow_failed)
+    searched = sorted(key for key in search.params if key in GATED_KEYS or key.startswith("gates."))
+    if searched:
+        say(f"note: the search varies {', '.join(searched)}, which the gates depend on; they were run at the base "
+            f"values only (check every value with: arflare check {base.experiment} --set KEY=VALUE)")
+    return outcome.tags(allowed=allow_failed)
 
 
 def base_hash(spec: RunSpec, search: SearchSpec, index) -> str:
@@ -144,8 +163,11 @@ def _announce(group: str, study_name: str, storage: str) -> None:
 
 def run_trial(params: Mapping[str, object], reporter: TrialReporter, *, base: Run, description: str,
               profile: str | None, group: str, registry_dir: str, objective: str, tracking_uri: str,
-              threads: int | None = None) -> float:
-    """One trial, run in a worker process: the base spec with ``params``, trained through the lifecycle."""
+              threads: int | None = None, tags: Mapping[str, str] = {}) -> float:
+    """One trial, run in a worker process: the base spec with ``params``, trained through the lifecycle.
+
+    ``tags`` (the gates the sweep relied on) go on the trial's run.
+    """
     import torch
 
     from arflare.trainer import train
@@ -161,6 +183,7 @@ def run_trial(params: Mapping[str, object], reporter: TrialReporter, *, base: Ru
     def prune(epoch: int, metrics: Mapping[str, float]) -> None:  # the validation hook
         reporter.report_objective(metrics[objective], step=epoch)
 
+    reporter.set_tags(dict(tags))
     with adopt_run(reporter, plan, identify(spec, index), tracking_uri=tracking_uri, logged=params) as tracked:
         result = train(spec, index=index, reporter=reporter, out_dir=tracked.folder, progress=False, on_validation=prune,
                        run_name=run_name)

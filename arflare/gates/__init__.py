@@ -20,6 +20,7 @@ __all__ = ["GateReport", "GateResult", "gates_hash", "run_gates"]
 
 # The data fields that change what the gates see (the input gates build the run's datasets).
 _PIPELINE = ("input_mode", "image_size", "offsets_min", "require_complete_history", "min_flare_class")
+GATED_KEYS = frozenset(f"data.{key}" for key in _PIPELINE)  # spec keys (besides gates.*) a check's verdict depends on
 
 
 def gates_hash(spec, data_fingerprint: str) -> str:

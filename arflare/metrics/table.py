@@ -204,8 +204,8 @@ def _stratum_rate(name: str, strata, ece: float) -> float:
 # negative stratum and on the frames of hard-negative ARs, and the expected calibration error.
 _D = "diagnostics"
 for _row in (
-    *(Metric(f"tpr_{c}", partial(_stratum_rate, f"tpr_{c}"), _D, compare=True) for c in "CMX"),
-    *(Metric(f"fpr_{s}", partial(_stratum_rate, f"fpr_{s}"), _D, higher_is_better=False, compare=True)
+    *(Metric(f"tpr_{c}", partial(_stratum_rate, f"tpr_{c}"), _D, compare=True, interval=True) for c in "CMX"),
+    *(Metric(f"fpr_{s}", partial(_stratum_rate, f"fpr_{s}"), _D, higher_is_better=False, compare=True, interval=True)
       for s in ("noflare", "subC", "hard_ar")),
     Metric("ece", lambda strata, ece: ece, _D, higher_is_better=False, compare=True),
 ):

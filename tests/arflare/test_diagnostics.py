@@ -86,3 +86,43 @@ def test_every_headline_stratum_is_a_metric_row_that_compare_accepts():
     assert diagnostics == {*HEADLINE, "ece"}
     assert compare_metric_key("tpr_M", "test") == ("test/tpr_M", True)
     assert compare_metric_key("FPR_HARD_AR", "val") == ("val/fpr_hard_ar", False)
+
+
+def test_strata_intervals_resample_ars_like_the_headline_intervals():
+    from arflare.bootstrap import bootstrap_intervals
+
+    frame = _predictions(n=400, seed=3)
+    frame["ar"] = np.random.default_rng(3).choice([f"1100{i}" for i in range(8)], size=len(frame))
+    table = stratify(frame, 0.5, n_resamples=300, seed=7)
+    everything = table[table["family"] == "all"].iloc[0]
+    headline_tss = bootstrap_intervals(frame["label"], frame["score"], frame["ar"], threshold=0.5, n_resamples=300, seed=7)["tss"]
+    # the same AR draws as the run's headline interval, so the 'all' stratum's interval is that interval
+    assert (everything["tss_lo"], everything["tss_hi"]) == pytest.approx((headline_tss.lo, headline_tss.hi))
+    rated = table.dropna(subset=["tpr"])
+    assert (rated["tpr_lo"] <= rated["tpr"] + 1e-12).all() and (rated["tpr"] <= rated["tpr_hi"] + 1e-12).all()
+
+
+def test_a_rate_that_varies_between_ars_gets_a_wide_interval_and_a_uniform_one_none():
+    # AR 'a' alarms on every negative, 'b' on none: the FPR hinges on which ARs are drawn.
+    # Every AR of 'uniform' alarms on half its negatives: no resample can move that FPR.
+    ars = [a for a in "abcdef" for _ in range(4)]
+    score = [0.9] * 4 + [0.1] * 4 + [0.9, 0.1] * 8
+    frame = pd.DataFrame({"key": [f"k{i}" for i in range(24)], "ar": ars, "timestamp": pd.to_datetime(["2012-01-01"] * 24),
+                          "label": 0, "reg_label": "0", "score": score})
+    varying = stratify(frame.iloc[:8], 0.5).iloc[0]
+    uniform = stratify(frame.iloc[8:], 0.5).iloc[0]
+    assert varying["fpr"] == 0.5 and varying["fpr_lo"] == 0.0 and varying["fpr_hi"] == 1.0
+    assert uniform["fpr"] == uniform["fpr_lo"] == uniform["fpr_hi"] == 0.5
+    assert np.isnan(uniform["tpr_lo"])  # no positives: no TPR and no interval
+
+
+def test_diagnose_logs_the_interval_of_every_headline_rate(tiny_shards, tmp_path):
+    index = build_index(tiny_shards.root, progress=False)
+    part = index.table[index.table["split"] == "test"][["key", "ar", "timestamp", "label", "reg_label"]]
+    scores = np.random.default_rng(0).random(len(part))
+    result = diagnose({"test": part.assign(score=scores)}, threshold=0.5, index=index, out_dir=tmp_path, run_name="",
+                      figures=False)
+    rates = [k for k in result.metrics if k.startswith(("test/tpr_", "test/fpr_")) and not k.endswith(("_lo", "_hi"))]
+    assert rates
+    for key in rates:
+        assert result.metrics[f"{key}_lo"] <= result.metrics[key] <= result.metrics[f"{key}_hi"]

@@ -131,11 +131,11 @@ class Store:
         self.file = folder / "experiments.yaml"
         shutil.copy(Path(__file__).resolve().parents[2] / "experiments.yaml", self.file)
 
-    def arflare(self, command: str, *extra: str) -> int:
+    def arflare(self, command: str, *extra: str, name: str = "exp1_basic_reg") -> int:
         sets = [f"data.root={self.data / 'magnetograms'}", "data.generate_if_missing=false", "data.flow_root=null",
                 "gates.shortcut_permutations=19", "gates.shortcut_alpha=0.1", "gates.normalisation_samples=32",
                 "gates.grid_per_class=2"]
-        return main([command, "exp1_basic_reg", "--profile", "smoke", *(a for s in sets for a in ("--set", s)), *extra,
+        return main([command, name, "--profile", "smoke", *(a for s in sets for a in ("--set", s)), *extra,
                      "--file", str(self.file)])
 
     def runs(self, kind: str):
@@ -164,6 +164,13 @@ def test_marked_set_fails_check_and_run_refuses_with_exit_2_and_no_training_run(
     err = capsys.readouterr().err
     assert "shortcut FAILed, so nothing was trained" in err and "--allow-failed-gates" in err
     assert ws.runs("train")[0] == [] and len(ws.runs("check")[0]) == 1  # the check was reused, nothing trained
+
+
+def test_a_sweep_on_the_marked_set_is_refused_before_its_parent_run_or_any_trial(store, tiny_synth, capsys):
+    ws = store(tiny_synth / "marked")
+    assert ws.arflare("sweep", "--trials", "1", name="sweep_reg_mixup") == 2
+    assert "shortcut FAILed, so nothing was trained" in capsys.readouterr().err
+    assert ws.runs("sweep")[0] == [] and ws.runs("trial")[0] == [] and len(ws.runs("check")[0]) == 1
 
 
 def test_clean_set_check_passes_and_run_reuses_it(store, tiny_synth, capsys):

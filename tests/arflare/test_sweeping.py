@@ -29,14 +29,19 @@ def ws(tmp_path_factory):
 def _args(ws: Path, *extra: str) -> list[str]:
     return ["sweep", "sweep_reg_mixup", "--profile", "smoke", "--file", str(ws / "experiments.yaml"),
             "--set", f"data.root={ws / 'synth' / 'magnetograms'}", "--set", "data.generate_if_missing=false",
-            "--set", "model.backbone=resnet10t", *extra]
+            "--set", "model.backbone=resnet10t", *_CHEAP_GATES, *extra]
+
+
+# the gates every sweep runs first, at the cost the gates' own tests use
+_CHEAP_GATES = [a for s in ("gates.shortcut_permutations=19", "gates.shortcut_alpha=0.1", "gates.normalisation_samples=32",
+                            "gates.grid_per_class=2") for a in ("--set", s)]
 
 
 def _runs(ws: Path):
     client = MlflowClient(tracking_uri=f"sqlite:///{ws / 'mlruns' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("arflare")
     runs = client.search_runs([exp.experiment_id], max_results=100)
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags and r.data.tags.get("arflare.kind") != "check"]
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     return parents, children
 
@@ -52,6 +57,9 @@ def test_two_workers_run_four_trials_as_child_runs_and_resume(ws, capsys):
     assert finished and all("val/tss" in c.data.metrics for c in finished)
     assert all("model.drop_rate" in c.data.params for c in children)
     assert "best_value" in parent.data.metrics
+    check = parent.data.tags["arflare.check_run"]  # the base's preflight gates ran before any trial
+    assert all(c.data.tags["arflare.check_run"] == check for c in children)
+    assert parent.data.tags["arflare.gates_status"] in ("PASS", "WARN")
     out = capsys.readouterr().out
     assert "reproduce: arflare run sweep_reg_mixup --profile smoke" in out
 
