@@ -38,7 +38,7 @@ from arflare.lifecycle import (
     prepare_data,
 )
 from arflare.lineage import check_sources, plan_hard_negatives, resolve_hard_negatives
-from arflare.source_runs import pin_sources
+from arflare.source_runs import SourceNotFound, pin_sources, pinned_source
 from arflare.trainer import train
 from registry.loader import Registry, Run
 from registry.tracking import STALE, RunRecord, Tracker
@@ -235,7 +235,9 @@ def _dry_run(plans: Sequence[Run], registry: Registry, *, profile: str | None) -
 
     A run with hard negatives resolves its sources and finds their mine runs as a real run does,
     so its hash includes the source runs and the table digest; a source not mined yet is named,
-    and the hash is then said to be unknown (it depends on the table mining would produce).
+    and the hash is then said to be unknown (it depends on the table mining would produce). A
+    hybrid's ``model.embedding_from`` is resolved to its source run id (nothing fetched), as a real
+    run pins it; a source not trained yet leaves the hash unknown too.
     """
     missing = [run for run in plans if run.spec.data.generate_if_missing and not run.spec.data.root.exists()]
     indexes = _prepare_all([run for run in plans if run not in missing])
@@ -244,17 +246,26 @@ def _dry_run(plans: Sequence[Run], registry: Registry, *, profile: str | None) -
             print(f"would run {run.name}  data {run.spec.data.root} (missing: would be generated)")
             continue
         index = indexes[_data_key(run.spec)]
-        extra, lines = "", []
-        if run.spec.data.hard_negatives.enabled:
-            extra, lines = plan_hard_negatives(open_tracker(registry), run.spec, profile=profile,
+        extra, lines, spec = "", [], run.spec
+        if spec.data.hard_negatives.enabled:
+            extra, found = plan_hard_negatives(open_tracker(registry), spec, profile=profile,
                                                known=list(registry.experiments))
+            lines = [f"hard negatives: {line}" for line in found]
+        try:
+            spec, _ = pinned_source(spec, tracker=open_tracker(registry), data_fingerprint=index.fingerprint,
+                                    profile=profile)
+        except SourceNotFound as exc:
+            lines.append(f"embedding source: {exc}")
+            spec = None
         if extra is None:
             where = "spec hash not known yet: it includes the digest of the hard negatives still to be mined"
+        elif spec is None:
+            where = f"spec hash not known yet: it includes the run id of {run.spec.model.embedding_from}'s best run"
         else:
-            where = f"spec {identify(run.spec, index, extra=extra).spec_hash}"
+            where = f"spec {identify(spec, index, extra=extra).spec_hash}"
         print(f"would run {run.name}  {where}  data {index.root} ({len(index.table)} samples)")
         for line in lines:
-            print(f"  hard negatives: {line}")
+            print(f"  {line}")
     return 0
 
 

@@ -121,6 +121,20 @@ def source_folder(spec, run_id: str) -> Path:
     return cache_root(spec.data.cache_dir) / "sources" / run_id
 
 
+def pinned_source(spec, *, tracker, data_fingerprint: str, profile: str | None):
+    """``(spec with model.embedding_from resolved to a run id, the source run)`` for a hybrid, fetching
+    nothing (what ``arflare run --dry-run`` hashes); ``(spec, None)`` for other kinds.
+
+    Raises:
+        SourceNotFound: see :func:`resolve_source` (same data required).
+    """
+    name = spec.model.embedding_from
+    if spec.model.kind != "hybrid" or name is None:
+        return spec, None
+    run = resolve_source(tracker, name, profile=profile, data_fingerprint=data_fingerprint, field=EMBEDDING_FIELD)
+    return spec.model_copy(update={"model": spec.model.model_copy(update={"embedding_from": run.run_id})}), run
+
+
 def pin_sources(spec, *, tracker, data_fingerprint: str, profile: str | None):
     """For a hybrid, resolve ``model.embedding_from`` to a run id and fetch its files; others pass through.
 
@@ -131,9 +145,9 @@ def pin_sources(spec, *, tracker, data_fingerprint: str, profile: str | None):
     from arflare.lineage import lineage_tags
 
     name = spec.model.embedding_from
-    if spec.model.kind != "hybrid" or name is None:
+    pinned, run = pinned_source(spec, tracker=tracker, data_fingerprint=data_fingerprint, profile=profile)
+    if run is None:
         return spec
-    run = resolve_source(tracker, name, profile=profile, data_fingerprint=data_fingerprint, field=EMBEDDING_FIELD)
     folder = source_folder(spec, run.run_id)
     for artifact in (record.ARTIFACT_BEST, record.ARTIFACT_SPEC):
         target = folder / artifact
@@ -141,7 +155,7 @@ def pin_sources(spec, *, tracker, data_fingerprint: str, profile: str | None):
             raise UsageError(f"{EMBEDDING_FIELD} {name!r}: run {run.run_id} has no artifact {artifact}; "
                              "train the source again with `arflare run` (it logs one)")
     (folder / _LINEAGE).write_text(json.dumps(lineage_tags(EMBEDDING_FIELD, {name: run})))
-    return spec.model_copy(update={"model": spec.model.model_copy(update={"embedding_from": run.run_id})})
+    return pinned
 
 
 def source_files(spec) -> SourceFiles:

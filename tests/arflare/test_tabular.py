@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import joblib
 import pandas as pd
@@ -44,6 +45,8 @@ def test_hybrid_without_its_source_fails_before_tracking_and_names_the_command(w
     assert "model.embedding_from 'exp2_basic_aug'" in err
     assert "arflare run exp2_basic_aug --profile smoke" in err
     assert ws.runs("exp8_hybrid") == []
+    assert ws.run("exp8_hybrid", "--dry-run") == 0  # a dry run says the hash waits for the source
+    assert "spec hash not known yet: it includes the run id of exp2_basic_aug's best run" in capsys.readouterr().out
 
 
 def test_physics_run_records_the_same_results_as_a_cnn_run_plus_its_model(ws, tmp_path):
@@ -70,8 +73,12 @@ def test_hybrid_uses_the_best_source_run_and_tags_its_lineage(ws, tmp_path, caps
     atto = ("--set", "model.backbone=convnext_atto")  # the smallest ConvNeXt keeps the source run quick
     assert ws.run("exp2_basic_aug", *atto) == 0
     (source,) = ws.runs("exp2_basic_aug")
+    capsys.readouterr()
+    assert ws.run("exp8_hybrid", "--dry-run") == 0
+    planned = re.search(r"spec ([0-9a-f]+)", capsys.readouterr().out).group(1)
     assert ws.run("exp8_hybrid") == 0
     (run,) = ws.runs("exp8_hybrid")
+    assert run.data.tags["arflare.spec_hash"] == planned  # the dry run pins the source as the real run does
     assert run.info.status == "FINISHED"
     assert run.data.params["model.embedding_from"] == source.info.run_id  # pinned: the hash follows the source
     lineage = json.loads(run.data.tags["arflare.lineage"])  # the same tag scheme as hard negatives
