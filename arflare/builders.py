@@ -144,7 +144,7 @@ def build_loaders(spec: RunSpec, datasets: dict[str, FlareDataset], *, pin_memor
     # dropout/drop-path masks (global RNG) are the same whatever data.num_workers is.
     generators = {split: torch.Generator().manual_seed(spec.train.seed) for split in ("train", "val", "test")}
     sampler = build_sampler(spec, datasets["train"], hard_table, ranks)
-    batch = spec.train.batch_size // ranks.world_size  # divisible: checked by arflare.distributed.check_spec
+    batch = spec.train.batch_size // ranks.world_size  # divisible: checked by arflare.ddp_checks.check_spec
     loaders = {"train": DataLoader(datasets["train"], batch_size=batch, sampler=sampler, generator=generators["train"],
                                    drop_last=spec.train.mixup.enabled or len(sampler) > batch, **common)}
     for split in ("val", "test"):

@@ -12,7 +12,7 @@ import argparse
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from registry.errors import UserError
@@ -49,10 +49,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_BAD_INPUT
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # a scheduler's SIGTERM ends runs as KILLED, like Ctrl-C
+    return guarded(lambda: args.handler(args))
+
+
+def guarded(command: Callable[[], int]) -> int:
+    """Run a command's body as every ``arflare`` command runs; return its exit code.
+
+    A scheduler's SIGTERM ends runs as KILLED, like Ctrl-C (130); bad input prints what and how
+    to fix it, without a traceback (2). The ranks of a submitted DDP job run under it too.
+    """
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        return args.handler(args)
-    except (UserError, FileNotFoundError) as exc:  # bad input: say what and how to fix it, no traceback
+        return command()
+    except (UserError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
@@ -83,6 +92,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
 
 
@@ -219,17 +235,27 @@ on the cluster:
   tag arflare.job_id of the run it trains. submitit's logs and pickles go to
   mlruns/submitit/ beside experiments.yaml.
 
+data-parallel jobs (--nproc N):
+  each job is one SLURM task on one node that starts N DDP processes of its run through
+  torchrun, as `arflare run NAME --nproc N` does (rank 0 tracks the run and writes the
+  checkpoints; the run is tagged arflare.world_size=N). Ask for one GPU per process
+  (--gpus N) or none (--gpus 0: N processes on CPU cores, gloo); other --gpus values are
+  refused. Without --cpus the job asks for N x (1 + data.num_workers) cores. Not with --sweep.
+
 preemption and time limits:
   submitit asks SLURM for a warning signal before the kill; the job then ends its run KILLED
   (its resume state kept in mlruns/local/<run id>/, which must be on a shared file system)
   and requeues itself; the requeued job reopens the same MLflow run and continues after the
-  last completed epoch. A sweep worker's interrupted trial does not count towards the total.
+  last completed epoch. With --nproc, torchrun stops the DDP processes with SIGTERM as the
+  job requeues: the run still ends KILLED and resumes. A sweep worker's interrupted trial
+  does not count towards the total.
 
 --local runs the same jobs on this machine through submitit's LocalExecutor and waits for
 them (what the tests use; a quick check before a cluster submission).
 
 examples:
   arflare submit exp2_basic_aug --seeds 0 1 2 --slurm-partition gpu --gpus 1 --time 720
+  arflare submit exp2_basic_aug --slurm-partition gpu --gpus 4 --nproc 4   # one run on 4 GPUs
   arflare submit sweep_reg_mixup --sweep --workers 8 --storage postgresql://arflare@db.internal/optuna
   arflare submit exp2_basic_aug --profile smoke --local
 """
@@ -246,10 +272,13 @@ def _add_submit(add, common, resolve) -> None:
     cmd.add_argument("--trials", type=_positive_int, metavar="N", help="--sweep: total trials (default: search.n_trials)")
     cmd.add_argument("--storage", metavar="URL", help="--sweep: the Optuna storage every worker shares (postgresql://...)")
     cmd.add_argument("--slurm-partition", metavar="P", help="SLURM partition (default: the cluster's)")
-    cmd.add_argument("--gpus", type=int, default=0, metavar="G", help="GPUs per job (default 0)")
+    cmd.add_argument("--gpus", type=_count, default=0, metavar="G",
+                     help="GPUs per job: 0, or one per process (--nproc's N) (default 0)")
     cmd.add_argument("--cpus", type=_positive_int, metavar="C", help="CPU cores per job (default: the cluster's)")
     cmd.add_argument("--time", type=_positive_int, default=240, metavar="MIN", help="wall-clock limit per job in minutes (default 240)")
-    cmd.add_argument("--nproc", type=_positive_int, default=1, metavar="N", help="DDP processes per job (default 1)")
+    cmd.add_argument("--nproc", type=_positive_int, default=1, metavar="N",
+                     help="train each run in N DDP processes on its job's node, as `arflare run --nproc N` "
+                          "(one per GPU with --gpus N; gloo on CPU cores with --gpus 0) (default 1)")
     cmd.add_argument("--local", action="store_true", help="run the jobs on this machine (submitit's LocalExecutor) and wait")
 
 
@@ -294,10 +323,12 @@ def _cmd_run(args) -> int:
     if world is not None and args.nproc not in (1, int(world)):
         raise UserError(f"--nproc {args.nproc} inside torchrun, which started {world} processes; drop --nproc")
     if args.nproc > 1 and world is None and not args.dry_run:
-        from arflare.distributed import check_plans, launch  # torch: only when training
+        from arflare.ddp_checks import check_plans
 
         check_plans([run for name in args.names for run in registry.expand(name, profile=args.profile, sets=args.sets)],
                     args.nproc)
+        from arflare.distributed import launch  # torch: only when training
+
         return launch(args.nproc, _without_nproc(args.argv))
     from arflare.checkpoints import CheckpointOptions
     from arflare.running import RunOptions, run_experiments  # torch: only when training

@@ -143,32 +143,6 @@ class Ranks:
             raise
 
 
-def check_plans(plans, world_size: int) -> None:
-    """Refuse, before anything starts, planned runs (``registry.loader.Run``) that cannot train in ``world_size`` processes.
-
-    Raises:
-        UsageError: naming every run and problem.
-    """
-    problems = [f"{run.name}: {problem}" for run in plans for problem in check_spec(run.spec, world_size)]
-    if problems:
-        raise UsageError(f"cannot train in {world_size} processes: " + "; ".join(problems))
-
-
-def check_spec(spec, world_size: int) -> list[str]:
-    """What stops ``spec`` from training in ``world_size`` processes (empty when nothing does)."""
-    if world_size == 1:
-        return []
-    problems = []
-    if spec.model.kind != "cnn":
-        problems.append(f"model.kind={spec.model.kind!r} fits boosted trees in one process; run it without --nproc")
-    per_rank = 2 * world_size if spec.train.mixup.enabled else world_size  # Mixup pairs samples within a rank's batch
-    if spec.train.batch_size % per_rank:
-        problems.append(f"train.batch_size={spec.train.batch_size} is the global batch and must split evenly over "
-                        f"{world_size} processes{' in pairs (Mixup)' if spec.train.mixup.enabled else ''}; "
-                        f"use a multiple of {per_rank}")
-    return problems
-
-
 def launched() -> Ranks:
     """The ranks torchrun's environment describes (rank 0 of 1 outside torchrun)."""
     env = os.environ
@@ -205,8 +179,11 @@ def stop(ranks: Ranks) -> None:
         dist.destroy_process_group()
 
 
-def launch(nproc: int, argv: Sequence[str]) -> int:
-    """Run ``arflare <argv>`` in ``nproc`` processes on this machine through ``torch.distributed.run``.
+def launch(nproc: int, argv: Sequence[str], *, module: str = "arflare.cli") -> int:
+    """Run ``python -m <module> <argv>`` (an ``arflare`` command) in ``nproc`` processes on this machine
+    through ``torch.distributed.run``.
+
+    ``arflare submit --nproc N`` jobs start their ranks here too, with ``module`` their rank entry.
 
     Returns:
         0 when every process ended well; else the first failed process's exit code when it says
@@ -216,10 +193,12 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
-    # torchrun sets 1 thread per process (with a banner) when unset; share the cores instead.
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    # torchrun sets 1 thread per process (with a banner) when unset; share the cores instead: those this
+    # process may use (a SLURM job's allocation), not the node's.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # not on macOS
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // nproc)))
     try:
-        run(parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", "arflare.cli", *argv]))
+        run(parse_args(["--standalone", f"--nproc-per-node={nproc}", "-m", module, *argv]))
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
         print(f"arflare: rank {rank} of {nproc} exited with code {failure.exitcode}; its error is printed above",

@@ -26,7 +26,8 @@ from arflare import record
 from arflare.checking import gate_runs
 from arflare.checkpoints import LAST_FILE, CheckpointOptions
 from arflare.commands import headline, open_tracker
-from arflare.distributed import Ranks, check_plans, start, stop
+from arflare.ddp_checks import check_plans
+from arflare.distributed import Ranks, start, stop
 from arflare.errors import UsageError
 from arflare.lifecycle import (
     Identity,

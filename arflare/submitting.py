@@ -6,8 +6,14 @@ picks; the job id becomes the run's ``arflare.job_id`` tag. Preemption follows s
 checkpointing protocol: the scheduler's warning signal (SLURM ``--signal``, submitit's USR2 by
 default) makes submitit call the job's :meth:`checkpoint`, which returns the job again marked
 ``requeued``; the run being trained ends KILLED with its resume state kept, and the requeued
-job reopens *that* MLflow run through the lifecycle's resume (``arflare.running``). Nothing
-here imports torch: the jobs import it when they train.
+job reopens *that* MLflow run through the lifecycle's resume (``arflare.running``).
+
+With ``--nproc N`` a job is still one scheduler task (one node, N GPUs or CPU cores); the task
+launches N DDP ranks of its run through torchrun exactly as ``arflare run --nproc N`` does
+(:func:`arflare.distributed.launch`), each rank entering through :mod:`arflare._job_rank`. The
+task alone answers the preemption signal: submitit requeues the job and exits, and torchrun's
+agent stops the ranks with SIGTERM on the way out, which ends the run KILLED with its state kept.
+Nothing here imports torch: the jobs import it when they train.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from arflare.ddp_checks import check_plans
 from arflare.errors import UsageError
 from registry.loader import Registry
 
@@ -30,10 +37,11 @@ class Resources:
 
     Attributes:
         partition: SLURM partition (None: the cluster's default).
-        gpus: GPUs per job.
+        gpus: GPUs per job: 0, or one per process (``nproc``).
         time_min: Wall-clock limit in minutes; submitit sends the preemption signal before it.
-        nproc: Processes per job (DDP ranks).
-        cpus: CPU cores per job (None: the cluster's default).
+        nproc: Processes per job (DDP ranks, all on the job's node).
+        cpus: CPU cores per job (None: the cluster's default; :func:`settle_resources` fills it
+            in for DDP jobs).
     """
 
     partition: str | None = None
@@ -54,6 +62,7 @@ class RunJob:
         profile: Profile applied, or None.
         sets: ``--set`` items.
         tracking_uri: ``$MLFLOW_TRACKING_URI`` at submission (None: the store beside the registry).
+        nproc: DDP processes that train the run (1: the job's own process trains it).
         requeued: Set by :meth:`checkpoint`: a RUNNING run of the same spec is this job's own, preempted.
     """
 
@@ -63,18 +72,38 @@ class RunJob:
     profile: str | None
     sets: tuple[str, ...]
     tracking_uri: str | None
+    nproc: int = 1
     requeued: bool = False
 
     def __call__(self) -> str:
+        if self.nproc > 1:
+            from arflare._job_rank import launch_ranks
+
+            code = launch_ranks(self, job_tags())
+        else:
+            code = self.train(job_tags())
+        if code:
+            raise RuntimeError(f"run {self.run_name} ended with exit code {code}"
+                               + (f" in {self.nproc} DDP processes (each rank's error is in this job's log)"
+                                  if self.nproc > 1 else "")
+                               + "; a FAILED run keeps its traceback as an artifact (arflare ui)")
+        return self.run_name
+
+    def train(self, tags: Mapping[str, str]) -> int:
+        """Train (skip, or resume) the run in this process, the job's only one or one of its DDP ranks.
+
+        Args:
+            tags: The job's scheduler tags; rank 0 sets them on the run.
+
+        Returns:
+            ``arflare run``'s exit code: 1 when the run FAILED.
+        """
         from arflare.checkpoints import CheckpointOptions
         from arflare.running import RunOptions, run_experiments
 
         registry = _enter_job(self.registry_file, self.tracking_uri)
-        options = RunOptions(only=self.run_name, takeover=self.requeued, tags=job_tags(),
-                             checkpoints=CheckpointOptions())
-        if run_experiments(registry, [self.experiment], profile=self.profile, sets=self.sets, options=options):
-            raise RuntimeError(f"run {self.run_name} FAILED; its traceback is an artifact of the run (arflare ui)")
-        return self.run_name
+        options = RunOptions(only=self.run_name, takeover=self.requeued, tags=tags, checkpoints=CheckpointOptions())
+        return run_experiments(registry, [self.experiment], profile=self.profile, sets=self.sets, options=options)
 
     def checkpoint(self):
         """submitit calls this on preemption/timeout: requeue this job, marked as resuming its own run."""
@@ -141,11 +170,15 @@ def _enter_job(registry_file: str, tracking_uri: str | None) -> Registry:
 
 def plan_jobs(registry: Registry, name: str, *, profile: str | None, sets: Sequence[str], seeds: Sequence[int] | None,
               sweep_workers: int | None, storage: str | None, trials: int | None, local: bool,
-              heartbeat: Mapping[str, int] = {}) -> list[RunJob | SweepJob]:
+              heartbeat: Mapping[str, int] = {}, nproc: int = 1) -> list[RunJob | SweepJob]:
     """The jobs ``arflare submit`` sends: one per planned run (seeds x grid), or ``sweep_workers`` sweep workers.
 
+    Args:
+        nproc: DDP processes per run job (sweep workers train in one process).
+
     Raises:
-        UsageError: A sweep across nodes without a shared ``--storage``, or an experiment without search.
+        UsageError: A sweep across nodes without a shared ``--storage``, an experiment without
+            search, or a run that cannot train in ``nproc`` processes.
         RegistryError: Unknown experiment, profile or ``--set`` key.
     """
     registry_file = str(Path(registry.path).resolve())
@@ -161,12 +194,41 @@ def plan_jobs(registry: Registry, name: str, *, profile: str | None, sets: Seque
                        tracking_uri=tracking_uri, storage=storage, trials=trials, heartbeat=tuple(heartbeat.items()))
         return [job] * sweep_workers
     variants = [list(sets)] if not seeds else [[*sets, f"train.seed={seed}"] for seed in seeds]
-    jobs = []
+    jobs, plans = [], []
     for items in variants:
         for run in registry.expand(name, profile=profile, sets=items):
+            plans.append(run)
             jobs.append(RunJob(registry_file=registry_file, experiment=name, run_name=run.name, profile=profile,
-                               sets=tuple(items), tracking_uri=tracking_uri))
+                               sets=tuple(items), tracking_uri=tracking_uri, nproc=nproc))
+    check_plans(plans, nproc)  # a batch that does not split fails now, not in every job
     return jobs
+
+
+def settle_resources(resources: Resources, registry: Registry, name: str, *, profile: str | None,
+                     sets: Sequence[str], sweep: bool) -> Resources:
+    """What each job asks the scheduler for: ``resources`` checked, and CPU cores filled in for DDP jobs.
+
+    Each DDP process trains on one GPU (or on CPU cores with gloo), so GPUs per job are 0 or
+    ``nproc``; sweep workers train each trial in one process. A ``--nproc N`` job without
+    ``--cpus`` asks for N x (1 + ``data.num_workers``) cores: each process and its loader workers.
+
+    Raises:
+        UsageError: saying which options clash and what to ask for instead.
+    """
+    n, gpus = resources.nproc, resources.gpus
+    if sweep and n > 1:
+        raise UsageError(f"--nproc {n} with --sweep is not supported: each sweep trial trains in one process; "
+                         "scale a sweep out with --workers K (K jobs on one study), or drop --sweep to train "
+                         "the experiment's runs with DDP")
+    if gpus and gpus != n:
+        fix = (f"add --nproc {gpus} to train each run on the {gpus} GPUs (DDP)" if n == 1 else
+               f"ask for --gpus {n} (one per process), or --gpus 0 to train the {n} processes on CPU cores (gloo)")
+        raise UsageError(f"--gpus {gpus} with --nproc {n}: each process trains on one GPU, so "
+                         f"{'some would sit idle' if gpus > n else 'some processes would have none'}; {fix}")
+    if n == 1 or resources.cpus is not None:
+        return resources
+    loaders = max(run.spec.data.num_workers for run in registry.expand(name, profile=profile, sets=sets))
+    return replace(resources, cpus=n * (1 + loaders))
 
 
 def make_executor(folder: Path, resources: Resources, *, local: bool):
@@ -196,7 +258,10 @@ def submit(jobs: Sequence[RunJob | SweepJob], executor) -> list:
 
 
 def describe(job: RunJob | SweepJob) -> str:
-    return job.run_name if isinstance(job, RunJob) else f"sweep worker of {job.experiment}"
+    """What a job runs, for the lines ``arflare submit`` prints."""
+    if isinstance(job, SweepJob):
+        return f"sweep worker of {job.experiment}"
+    return job.run_name + (f" in {job.nproc} DDP processes" if job.nproc > 1 else "")
 
 
 def wait_all(handles: Sequence, jobs: Sequence[RunJob | SweepJob]) -> int:
@@ -217,12 +282,9 @@ def submit_command(registry: Registry, name: str, *, profile: str | None, sets: 
                    seeds: Sequence[int] | None, sweep_workers: int | None, storage: str | None, trials: int | None,
                    resources: Resources, local: bool) -> int:
     """``arflare submit``: plan, submit, and (``--local``) wait; print each job id and what it runs."""
-    if resources.nproc > 1:
-        raise UsageError("not built yet: arflare submit --nproc N (a DDP job per run: the job would have to pass its "
-                         "run, job id and requeue state through torchrun to every rank); submit with --nproc 1, or "
-                         "call `arflare run NAME --nproc N` from your own sbatch script")
+    resources = settle_resources(resources, registry, name, profile=profile, sets=sets, sweep=sweep_workers is not None)
     jobs = plan_jobs(registry, name, profile=profile, sets=sets, seeds=seeds, sweep_workers=sweep_workers,
-                     storage=storage, trials=trials, local=local)
+                     storage=storage, trials=trials, local=local, nproc=resources.nproc)
     folder = Path(registry.path).resolve().parent / "mlruns" / "submitit" / "%j"
     handles = submit(jobs, make_executor(folder, resources, local=local))
     where = "on this machine (submitit LocalExecutor)" if local else "to SLURM"

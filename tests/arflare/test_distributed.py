@@ -127,7 +127,7 @@ def test_a_fault_on_rank_1_ends_every_rank_and_fails_the_run(ws, fault, says):
 
 
 def test_ddp_refuses_batches_that_do_not_split_and_tree_kinds():
-    from arflare.distributed import check_spec
+    from arflare.ddp_checks import check_spec
     from arflare.spec import RunSpec
 
     def spec(**train):
