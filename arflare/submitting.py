@@ -19,6 +19,7 @@ Nothing here imports torch: the jobs import it when they train.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -239,6 +240,10 @@ def make_executor(folder: Path, resources: Resources, *, local: bool):
         executor = submitit.LocalExecutor(folder=str(folder))
         executor.update_parameters(timeout_min=resources.time_min, gpus_per_node=resources.gpus, tasks_per_node=1)
         return executor
+    missing = [tool for tool in ("sbatch", "srun") if shutil.which(tool) is None]
+    if missing:
+        raise UsageError(f"no SLURM here: {' and '.join(missing)} not on PATH; submit from the cluster's login node, "
+                         "or add --local to run the jobs on this machine")
     executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
     params: dict[str, object] = {"timeout_min": resources.time_min, "gpus_per_node": resources.gpus, "tasks_per_node": 1,
                                  "slurm_additional_parameters": {"requeue": True}}

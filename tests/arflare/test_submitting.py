@@ -183,9 +183,16 @@ def test_submit_refuses_contradictory_requests_before_submitting(ws, capsys, arg
     assert set((ws / "mlruns").glob("submitit/*")) == jobs  # nothing was submitted
 
 
+def test_without_slurm_submit_says_so_and_suggests_local(ws, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch, no srun
+    assert main(["submit", "exp2_basic_aug", "--profile", "smoke", "--file", str(ws / "experiments.yaml")]) == 2
+    assert "no SLURM here: sbatch and srun not on PATH" in capsys.readouterr().err
+
+
 def test_a_ddp_job_asks_slurm_for_one_task_with_a_gpu_per_process(ws, tmp_path, monkeypatch):
-    (tmp_path / "srun").write_text("#!/bin/sh\nexit 1\n")  # submitit's SLURM executor only checks srun exists
-    (tmp_path / "srun").chmod(0o755)
+    for tool in ("sbatch", "srun"):  # stand-ins: only the script the job would send is checked, nothing is submitted
+        (tmp_path / tool).write_text("#!/bin/sh\nexit 1\n")
+        (tmp_path / tool).chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     registry = open_registry(ws / "experiments.yaml")
     asked = Resources(partition="gpu", gpus=4, nproc=4)
