@@ -36,7 +36,8 @@ def plot_strata(strata: pd.DataFrame, path: Path, *, title: str) -> Path:
         for yi, (end, k, n, ars) in enumerate(zip(ends, part[hits], part[total], part["ars"], strict=True)):
             ax.text(min(end, 1.0) + 0.01, yi, f"{k}/{n} ({ars} AR)", va="center", fontsize=6)
         ax.set_yticks(y, names, fontsize=6)
-        ax.set_xlim(0, 1.25)
+        ax.set_xlim(0, 1.5)  # room for the counts right of a whisker that reaches 1
+        ax.set_xticks(np.linspace(0, 1, 6))
         ax.set_xlabel(f"{label}, 95 % AR-bootstrap interval", fontsize=8)
     fig.suptitle(title, fontsize=8)
     path = Path(path)
