@@ -119,14 +119,25 @@ def test_paired_run_with_itself_is_zero_with_p_one(store, capsys):
         assert row["difference"] == 0 and row["p_value"] == 1
 
 
-def test_paired_by_experiment_name_and_refusal_on_other_data(store, capsys):
+def test_paired_by_experiment_name_and_across_data_fingerprints(store, capsys):
     assert store.cli("compare", "--paired", "exp1_basic_reg", "exp2_basic_aug", "--resamples", "200") == 0
     text = capsys.readouterr().out
     assert "best of exp1_basic_reg by val TSS" in text and "test AUC" in text and "A - B" in text
-    assert store.cli("compare", "--paired", "exp1_basic_reg", "exp4_flow_aug") == 2
-    assert "different data" in capsys.readouterr().err
+    # exp4 read other data (a flow run on the same magnetograms), but its test frames and labels are exp1's
+    assert store.cli("compare", "--paired", "exp1_basic_reg", "exp4_flow_aug", "--resamples", "200") == 0
+    assert "note: the runs read different data (fingerprints fp1 and fp2" in capsys.readouterr().out
     assert store.cli("compare", "--paired", "exp1_basic_reg", "nope") == 2
     assert "neither a run id" in capsys.readouterr().err
+
+
+def test_paired_refuses_runs_tested_on_other_frames(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    s = Store(tmp_path)
+    s.add("exp1_basic_reg", val=0.5, test=0.5, preds=predictions(0))
+    s.add("exp2_basic_aug", val=0.5, test=0.5, fingerprint="fp2", preds=predictions(1, n_ars=8))
+    assert s.cli("compare", "--paired", "exp1_basic_reg", "exp2_basic_aug") == 2
+    err = capsys.readouterr().err
+    assert "do not hold the same frames with the same labels (300 vs 240 frames" in err and "fp1 and fp2" in err
 
 
 def test_diff_shows_differing_keys_fingerprint_commit_and_metrics(store, capsys):
