@@ -36,7 +36,7 @@ EMBEDDING_GROUP = "cnn embedding (all columns)"
 
 
 def fit_tabular(spec: RunSpec, *, index: DataIndex, reporter: Reporter, out_dir: Path, progress: bool = True,
-                on_validation: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+                on_validation: Callable[[int, dict[str, float]], None] | None = None, run_name: str = "") -> TrainResult:
     """Fit round by round, keep the best round on validation, test it once and report everything.
 
     Args:
@@ -46,6 +46,7 @@ def fit_tabular(spec: RunSpec, *, index: DataIndex, reporter: Reporter, out_dir:
         out_dir: The run's local folder.
         progress: Progress bars while features or embeddings are computed.
         on_validation: Called after each round's metrics are reported (a sweep's pruner).
+        run_name: Named in the figures' captions, as for a CNN run.
     """
     table, groups = _design(spec, index, progress=progress)
     columns = [c for c in table.columns if c in FEATURE_COLUMNS or c.startswith("cnn_")]
@@ -89,7 +90,7 @@ def fit_tabular(spec: RunSpec, *, index: DataIndex, reporter: Reporter, out_dir:
                             epochs_run=rounds, history=history, keep_rate=keep_rate)  # fmt: skip
     # report() reads what it needs of a dataset: the samples' table and their labels.
     frames = {split: SimpleNamespace(frame_table=table.iloc[rows[split]], labels=y[rows[split]]) for split in rows}
-    report(evaluation, spec=spec, datasets=frames, index=index, reporter=reporter, out_dir=out_dir)
+    report(evaluation, spec=spec, datasets=frames, index=index, reporter=reporter, out_dir=out_dir, run_name=run_name)
     _report_model(spec, final, table, columns, groups, x[rows["val"]], y[rows["val"]], reporter, out_dir)
     return TrainResult(metrics=metrics, best_epoch=best.best_epoch, epochs_run=rounds, threshold=best.threshold,
                        history=history)

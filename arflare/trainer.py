@@ -97,7 +97,7 @@ def train(spec: RunSpec, *, index: DataIndex, reporter: Reporter, out_dir: Path,
         from arflare.tabular import fit_tabular
 
         return fit_tabular(spec, index=index, reporter=reporter, out_dir=Path(out_dir), progress=progress,
-                           on_validation=on_validation)
+                           on_validation=on_validation, run_name=run_name)
     ckpt_dir = Path(out_dir) / record.CHECKPOINTS
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(spec.train.seed)  # the same on every rank: rank 0's saved RNG state then resumes them all
