@@ -212,15 +212,16 @@ def compare_paired(registry, a: str, b: str, *, metric: str = "tss", fmt: str = 
     # The pairing is frame by frame: what must agree is the test frames and their labels. The data
     # fingerprints may differ where that holds (one run also read flow shards); the header says so.
     fingerprints = [r.tags.get("arflare.data_fingerprint") for r in (run_a, run_b)]
-    other_data = (f"the runs read different data (fingerprints {fingerprints[0]} and {fingerprints[1]}: other shards, "
-                  "or flow shards beside the same frames)") if fingerprints[0] != fingerprints[1] else ""
+    other_data = (f"the runs read different data (fingerprints {fingerprints[0]} and {fingerprints[1]}:\n"
+                  "other shards, or flow shards beside the same frames)") if fingerprints[0] != fingerprints[1] else ""
     with tempfile.TemporaryDirectory(prefix="arflare-paired-") as tmp:
         frames = [_test_predictions(tracker, run, f"{tmp}/{side}") for side, run in (("a", run_a), ("b", run_b))]
     joined = frames[0].merge(frames[1], on="key", suffixes=("_a", "_b"), validate="one_to_one")
     if len(joined) != len(frames[0]) or len(joined) != len(frames[1]) or (joined["label_a"] != joined["label_b"]).any():
         raise UsageError(f"the test predictions of {run_a.run_id[:8]} and {run_b.run_id[:8]} do not hold the same frames "
                          f"with the same labels ({len(frames[0])} vs {len(frames[1])} frames, {len(joined)} shared)"
-                         + (f"; {other_data}" if other_data else "") + "; a paired comparison needs the same test set")
+                         + (f"; {other_data.replace(chr(10), ' ')}" if other_data else "")
+                         + "; a paired comparison needs the same test set")
     thresholds = [_threshold(run) for run in (run_a, run_b)]
     found = paired_bootstrap(joined["label_a"], joined["score_a"], joined["score_b"], joined["ar_a"],
                              threshold_a=thresholds[0], threshold_b=thresholds[1], n_resamples=resamples,
@@ -244,8 +245,8 @@ def compare_paired(registry, a: str, b: str, *, metric: str = "tss", fmt: str = 
             f"B = {run_b.run_name} (run {run_b.run_id[:8]}, {how_b}, threshold {thresholds[1]:.3f})\n"
             f"test set: {len(joined)} frames, {joined['ar_a'].nunique()} ARs, {int(joined['label_a'].sum())} positive, "
             f"{negatives} negative\n"
-            + (f"note: {other_data}; their test predictions hold the same frames with the same labels, so they\n"
-               "are paired frame by frame\n" if other_data else "") + "\n")
+            + (f"note: {other_data}; their test predictions hold the same frames\n"
+               "with the same labels, so they are paired frame by frame\n" if other_data else "") + "\n")
     left_out = [display_name(n) for n in BOOTSTRAP_METRICS if n not in found]
     foot = (f"\n95% CI: paired AR cluster bootstrap ({resamples} resamples of the ARs, the same for A and B,\n"
             f"thresholds fixed); p: two-sided, the bootstrap of A - B shifted to no difference\n")
