@@ -283,6 +283,12 @@ def _trial_heartbeat(storage, trial: optuna.Trial, beat: Heartbeat | None) -> It
         yield
 
 
+def trials_left(trials: list[FrozenTrial], n_trials: int) -> int:
+    """Trials still to start to reach ``n_trials``: the unused budget plus queued retries (counted as used)."""
+    waiting = sum(t.state == TrialState.WAITING for t in trials)
+    return max(0, n_trials - _budget_used(trials)) + waiting
+
+
 def _budget_used(trials: list[FrozenTrial]) -> int:
     retried = retried_numbers(trials)
 

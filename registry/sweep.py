@@ -36,6 +36,7 @@ from registry._sweep_worker import (  # noqa: F401 (TrialReporter, RUN_ID_ATTR, 
     mark_run_failed,
     run_workers,
     say,
+    trials_left,
     work,
 )
 from registry.search_spec import ParamSpec, PrunerSpec, SearchSpec  # noqa: F401 (re-exported)
@@ -185,10 +186,11 @@ def run_sweep(
             tracker_kwargs=dict(tracker_kwargs), run_prefix=run_prefix, tags=dict(tags), n_trials=total,
             progress=progress, session=session, parent_run_id=parent_run_id, heartbeat=beat,
         )
-        if workers == 1:
+        left = trials_left(study.get_trials(deepcopy=False), total)
+        if workers == 1 or left == 0:  # nothing to share out: spawned workers would only import and exit
             work(job, worker=0)
         else:
-            run_workers(job, workers=workers)
+            run_workers(job, workers=min(workers, left))  # more workers than trials would sit idle
         best = _best(study)
         result = _summarize(study, parent_run_id, best)
         if best is not None:

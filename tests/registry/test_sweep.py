@@ -140,6 +140,19 @@ def test_rerun_resumes_to_the_total_and_reuses_the_parent(tmp_path: Path, store:
     assert len({t.params["model.drop_rate"] for t in trials}) == 6
 
 
+def test_workers_are_started_only_for_trials_left(tmp_path: Path, store: dict, monkeypatch) -> None:
+    import registry.sweep
+
+    search = _search(n_trials=2)
+    _sweep(tmp_path, store, search, progress=False)
+    started = []
+    monkeypatch.setattr(registry.sweep, "run_workers", lambda job, *, workers: started.append(workers))
+    _sweep(tmp_path, store, search, workers=2)  # the total is reached: no process to start
+    assert started == [] and len(_study(tmp_path, search).trials) == 2
+    _sweep(tmp_path, store, search, n_trials=3, workers=4)  # one trial left: one worker
+    assert started == [1]
+
+
 def test_failing_and_nan_trials_fail_and_the_sweep_goes_on(tmp_path: Path, store: dict, capsys) -> None:
     search = _search()
     _enqueue(tmp_path, search, 0.97, 0.92, 0.87, 0.3)
