@@ -16,6 +16,10 @@ from arflare.cli import main
 from tests.arflare.test_cli import REPO, Workspace, synth, ws  # noqa: F401  (module fixtures, one set per module)
 
 TINY = ("--set", "model.backbone=resnet10t", "--set", "eval.plots=false")
+# Every process runs the preflight gates on the new store: the cheap settings of test_gates.py (fewer
+# permutations, samples and grid cells) keep that a small part of eight processes sharing 2 cores.
+CHEAP_GATES = ("--set", "gates.shortcut_permutations=19", "--set", "gates.shortcut_alpha=0.1",
+               "--set", "gates.normalisation_samples=32", "--set", "gates.grid_per_class=2")
 
 
 def _cli(ws: Workspace, *args: str) -> list[str]:
@@ -108,7 +112,7 @@ def test_eight_runs_started_at_once_on_a_new_store_all_finish(tmp_path, synth):
     env.pop("MLFLOW_TRACKING_URI", None)
     subprocess.run(_cli(ws8, "index", str(synth / "magnetograms"))[:-2], env=env, check=True, capture_output=True)
     processes = [subprocess.Popen(_cli(ws8, "run", "exp1_basic_reg", "--profile", "smoke", *ws8.data_sets, *TINY,
-                                       "--set", f"train.seed={seed}"), env=env, stdout=subprocess.DEVNULL,
+                                       *CHEAP_GATES, "--set", f"train.seed={seed}"), env=env, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE) for seed in range(8)]
     errors = [p.communicate()[1].decode() for p in processes]
     assert [p.returncode for p in processes] == [0] * 8, "\n".join(errors)
