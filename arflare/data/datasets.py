@@ -158,7 +158,8 @@ class FlareDataset(torch.utils.data.Dataset):
         return {**inputs, "label": torch.tensor(float(self._labels[i])), "index": i}
 
     def _item_seed(self, i: int) -> int:
-        return int(np.random.SeedSequence([self.seed, self.epoch, i]).generate_state(1, np.uint64)[0] >> 1)
+        # shift the Python int: numpy 1.x refuses uint64 >> int64 (its promotion rules say float64)
+        return int(np.random.SeedSequence([self.seed, self.epoch, i]).generate_state(1, np.uint64)[0]) >> 1
 
     def _read_image(self, row: int) -> torch.Tensor:
         path = self._shards[self._shard_code[row]]
