@@ -18,7 +18,8 @@ import hashlib
 import json
 import os
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -168,26 +169,37 @@ def run_trial(params: Mapping[str, object], reporter: TrialReporter, *, base: Ru
 
     ``tags`` (the gates the sweep relied on) go on the trial's run.
     """
-    import torch
-
     from arflare.trainer import train
 
+    with _torch_threads(threads):
+        spec = apply_overrides(base.spec, params)
+        index = prepare_data(spec, progress=False)
+        run_name = f"{base.group}/trial={reporter.trial_number}"  # as registry.sweep names the child run
+        plan = RunPlan(kind="trial", run_name=run_name, experiment=base.experiment, group=group, spec=spec,
+                       description=description, profile=profile, registry_dir=Path(registry_dir))
+
+        def prune(epoch: int, metrics: Mapping[str, float]) -> None:  # the validation hook
+            reporter.report_objective(metrics[objective], step=epoch)
+
+        reporter.set_tags(dict(tags))
+        with adopt_run(reporter, plan, identify(spec, index), tracking_uri=tracking_uri, logged=params) as tracked:
+            result = train(spec, index=index, reporter=reporter, out_dir=tracked.folder, progress=False, on_validation=prune,
+                           run_name=run_name)
+        return float(result.metrics[record.best_val_metric(objective.removeprefix("val/"))])
+
+
+@contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """K workers on C cores train with C/K threads each; the caller's count comes back after (in-process trials)."""
+    import torch
+
+    previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
-    spec = apply_overrides(base.spec, params)
-    index = prepare_data(spec, progress=False)
-    run_name = f"{base.group}/trial={reporter.trial_number}"  # as registry.sweep names the child run
-    plan = RunPlan(kind="trial", run_name=run_name, experiment=base.experiment, group=group, spec=spec,
-                   description=description, profile=profile, registry_dir=Path(registry_dir))
-
-    def prune(epoch: int, metrics: Mapping[str, float]) -> None:  # the validation hook
-        reporter.report_objective(metrics[objective], step=epoch)
-
-    reporter.set_tags(dict(tags))
-    with adopt_run(reporter, plan, identify(spec, index), tracking_uri=tracking_uri, logged=params) as tracked:
-        result = train(spec, index=index, reporter=reporter, out_dir=tracked.folder, progress=False, on_validation=prune,
-                       run_name=run_name)
-    return float(result.metrics[record.best_val_metric(objective.removeprefix("val/"))])
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def reproduce_command(name: str, profile: str | None, sets: Sequence[str], params: Mapping[str, object]) -> str:

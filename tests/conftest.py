@@ -20,9 +20,9 @@ if "torch" in sys.modules:  # a plugin loaded it first: its pool size was fixed 
 
 @pytest.fixture(autouse=True)
 def _torch_threads_as_set_here():
-    """Put torch's pool back after each test: an in-process sweep sizes it for its workers
-    (arflare.sweeping.run_trial), and a later test comparing in-process training with a CLI
-    subprocess's (bit for bit) would otherwise compare two thread counts."""
+    """Put torch's pool back after each test, whatever a test set it to: a later test comparing
+    in-process training with a CLI subprocess's (bit for bit) would otherwise compare two thread
+    counts. (An in-process sweep trial restores it itself: arflare.sweeping._torch_threads.)"""
     yield
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(_THREADS)

@@ -98,8 +98,12 @@ def test_hybrid_uses_the_best_source_run_and_tags_its_lineage(ws, tmp_path, caps
 
 
 def test_sweeps_search_the_trees(ws):
+    import torch
+
     args = ["sweep", "sweep_physics_gbm", "--profile", "smoke", "--file", str(ws.file), *ws.data_sets, "--trials", "2"]
+    threads = torch.get_num_threads()
     assert main(args) == 0
+    assert torch.get_num_threads() == threads  # one worker trains in this process and puts the pool size back
     trials = [r for r in ws.runs("sweep_physics_gbm") if "mlflow.parentRunId" in r.data.tags]
     assert len(trials) == 2
     assert all(r.data.tags.get("arflare.trial_state") == "COMPLETE" and "val/tss" in r.data.metrics for r in trials)
