@@ -14,6 +14,7 @@ the data first, opens the tracking store and decides, and the other ranks follow
 
 from __future__ import annotations
 
+import functools
 import sys
 import tempfile
 import time
@@ -242,6 +243,7 @@ def _dry_run(plans: Sequence[Run], registry: Registry, *, profile: str | None) -
     """
     missing = [run for run in plans if run.spec.data.generate_if_missing and not run.spec.data.root.exists()]
     indexes = _prepare_all([run for run in plans if run not in missing])
+    tracker = functools.cache(lambda: open_tracker(registry))  # opened once, only for runs with sources
     for run in plans:
         if run in missing:
             print(f"would run {run.name}  data {run.spec.data.root} (missing: would be generated)")
@@ -249,15 +251,14 @@ def _dry_run(plans: Sequence[Run], registry: Registry, *, profile: str | None) -
         index = indexes[_data_key(run.spec)]
         extra, lines, spec = "", [], run.spec
         if spec.data.hard_negatives.enabled:
-            extra, found = plan_hard_negatives(open_tracker(registry), spec, profile=profile,
-                                               known=list(registry.experiments))
+            extra, found = plan_hard_negatives(tracker(), spec, profile=profile, known=list(registry.experiments))
             lines = [f"hard negatives: {line}" for line in found]
-        try:
-            spec, _ = pinned_source(spec, tracker=open_tracker(registry), data_fingerprint=index.fingerprint,
-                                    profile=profile)
-        except SourceNotFound as exc:
-            lines.append(f"embedding source: {exc}")
-            spec = None
+        if spec.model.kind == "hybrid":
+            try:
+                spec, _ = pinned_source(spec, tracker=tracker(), data_fingerprint=index.fingerprint, profile=profile)
+            except SourceNotFound as exc:
+                lines.append(f"embedding source: {exc}")
+                spec = None
         if extra is None:
             where = "spec hash not known yet: it includes the digest of the hard negatives still to be mined"
         elif spec is None:

@@ -29,8 +29,8 @@ import pandas as pd
 from arflare.bootstrap import DEFAULT_RESAMPLES, cluster_index, count_rate_intervals
 from arflare.calibration import reliability_bins
 
-COLUMNS = ("family", "stratum", "n", "positives", "negatives", "ars", "tp", "fn", "fp", "tn", "tpr", "fpr", "tss",
-           "tpr_lo", "tpr_hi", "fpr_lo", "fpr_hi", "tss_lo", "tss_hi")
+_COUNTED = ("family", "stratum", "n", "positives", "negatives", "ars", "tp", "fn", "fp", "tn", "tpr", "fpr", "tss")
+COLUMNS = (*_COUNTED, *(f"{rate}_{end}" for rate in ("tpr", "fpr", "tss") for end in ("lo", "hi")))
 # headline metric name -> (family, stratum): what a run logs as {split}/{name}
 HEADLINE = {"tpr_C": ("flare_class", "C"), "tpr_M": ("flare_class", "M"), "tpr_X": ("flare_class", "X"),
             "fpr_noflare": ("negative", "no flare"), "fpr_subC": ("negative", "sub-C (A/B)"),
@@ -79,7 +79,7 @@ def stratify(predictions: pd.DataFrame, threshold: float, *, unsigned_flux: pd.S
     masks = [(family, stratum, (strata == stratum).to_numpy())
              for family, strata in families for stratum in _ordered(strata.dropna().unique(), family)]
     table = pd.DataFrame([_row(family, stratum, label[mask], forecast[mask], frame.loc[mask, "ar"])
-                          for family, stratum, mask in masks], columns=list(COLUMNS[:13]))
+                          for family, stratum, mask in masks], columns=list(_COUNTED))
     # One AR resample serves every stratum (and matches the split's headline intervals, same seed).
     cluster = cluster_index(frame["ar"])
     cells = np.stack([label & forecast, label & ~forecast, ~label & forecast, ~label & ~forecast], axis=1).astype(float)
