@@ -539,10 +539,19 @@ class Tracker:
             profile: Small summary (row counts) stored with the dataset.
         """
         from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.exceptions import MlflowException
 
         dataset = Dataset(name=name, digest=digest, source_type="artifact", source=json.dumps({"uri": source_uri}),
                           profile=json.dumps(dict(profile or {}), default=str))
-        self._client.log_inputs(run_id, [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])])
+        inputs = [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])]
+        try:
+            self._client.log_inputs(run_id, inputs)
+        except MlflowException:
+            # MLflow looks the dataset up, then inserts it: two runs of one experiment that log the same
+            # data at once both miss it, and the later insert breaks the (experiment, name, digest)
+            # unique key. The failed transaction was rolled back whole and the winner's row is committed
+            # by then, so a second try finds and links it; any other error raises again here.
+            self._client.log_inputs(run_id, inputs)
 
     def dataset_inputs(self, run_id: str) -> list[dict[str, str]]:
         """The dataset inputs of a run: ``name, digest, source, context`` each."""

@@ -115,7 +115,9 @@ def test_eight_runs_started_at_once_on_a_new_store_all_finish(tmp_path, synth):
                                        *CHEAP_GATES, "--set", f"train.seed={seed}"), env=env, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE) for seed in range(8)]
     errors = [p.communicate()[1].decode() for p in processes]
-    assert [p.returncode for p in processes] == [0] * 8, "\n".join(errors)
+    failed = [f"seed {seed} exited {p.returncode}:\n{error[-4000:]}"  # the end holds the traceback
+              for seed, (p, error) in enumerate(zip(processes, errors)) if p.returncode]
+    assert not failed, "\n".join(failed)
     runs = ws8.runs("exp1_basic_reg")
     assert len(runs) == 8 and {r.info.status for r in runs} == {"FINISHED"}
     assert sorted(r.info.run_name for r in runs) == [f"exp1_basic_reg/seed={seed}" for seed in range(8)]

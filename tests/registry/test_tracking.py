@@ -297,6 +297,31 @@ def test_experiment_creation_tolerates_a_racing_worker(tracker, monkeypatch):
     assert len(calls) == 2
     assert loser.search()[-1].run_id == run.run_id and len(loser.search()) == 2
 
+def test_two_runs_logging_one_dataset_at_once_both_record_it(tracker, monkeypatch):
+    """Eight `arflare run`s on one data set failed in CI: MLflow checks for the dataset, then inserts it."""
+    from mlflow.store.tracking.dbmodels.models import SqlDataset
+    from sqlalchemy.orm import Query
+
+    dataset = {"name": "magnetograms", "digest": "d1", "source_uri": "file:///data", "context": "training"}
+    with tracker.start_run(run_name="winner", tags={}) as winner:
+        winner.log_dataset(**dataset)
+    real_all, hidden = Query.all, []
+
+    def all_before_the_winner_committed(query):
+        rows = real_all(query)
+        if not hidden and query.column_descriptions[0]["entity"] is SqlDataset:
+            hidden.append(rows)
+            return []  # this run looked before the winner's insert; its own insert hits the unique key
+        return rows
+
+    monkeypatch.setattr(Query, "all", all_before_the_winner_committed)
+    with tracker.start_run(run_name="loser", tags={}) as loser:
+        loser.log_dataset(**dataset)
+    assert hidden and hidden[0]  # the race was staged: the dataset existed and was not seen
+    assert [d["digest"] for d in tracker.dataset_inputs(loser.run_id)] == ["d1"]
+    assert tracker.get_run(loser.run_id).status == "FINISHED"
+
+
 def test_a_silent_running_run_reads_stale_and_a_resumed_one_runs_again(tracker):
     with tracker.start_run(run_name="alive", tags={TAG_SPEC_HASH: "hash-alive"}) as run:
         assert tracker.get_run(run.run_id).status == "RUNNING"
