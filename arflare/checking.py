@@ -142,20 +142,28 @@ def gates_before_run(tracker, registry, run, index, *, profile: str | None, allo
     from arflare.gates import gates_hash
 
     key = gates_hash(run.spec, index.fingerprint)
-    found = tracker.search(filter_string=f"tags.`{record.TAG_GATES_HASH}` = '{key}' and attributes.status = 'FINISHED'")
-    if found:
-        latest = found[-1]
-        failed = tuple(filter(None, latest.tags.get(record.TAG_GATES_FAILED, "").split(",")))
-        status = latest.tags.get(record.TAG_GATES_STATUS, "FAIL" if failed else "PASS")
-        outcome = CheckOutcome(latest.run_id, status, failed, reused=True,
-                               table=f"gates of {run.experiment}: {status}" + (f" ({', '.join(failed)} FAILed)" if failed else ""))
-    else:
-        print(f"check {run.experiment}: preflight gates before training (arflare check {run.experiment})",
+
+    def say_waiting() -> None:
+        print(f"check {run.experiment}: another process is running these gates; waiting to reuse its check",
               file=sys.stderr, flush=True)
-        report = record_check(tracker, check_plan(registry, run, profile=profile), index)
-        outcome = CheckOutcome(report.check_run_id, report.status, report.failed, reused=False, table=report.table())
-        if not outcome.failed:
-            print(outcome.table, file=sys.stderr)
+
+    # Runs started together (seeds, a job array) would each run the same gates; under the lock the
+    # first records the check and the rest find it.
+    with tracker.exclusive(f"gates-{key}", on_wait=say_waiting):
+        found = tracker.search(filter_string=f"tags.`{record.TAG_GATES_HASH}` = '{key}' and attributes.status = 'FINISHED'")
+        if found:
+            latest = found[-1]
+            failed = tuple(filter(None, latest.tags.get(record.TAG_GATES_FAILED, "").split(",")))
+            status = latest.tags.get(record.TAG_GATES_STATUS, "FAIL" if failed else "PASS")
+            outcome = CheckOutcome(latest.run_id, status, failed, reused=True,
+                                   table=f"gates of {run.experiment}: {status}" + (f" ({', '.join(failed)} FAILed)" if failed else ""))
+        else:
+            print(f"check {run.experiment}: preflight gates before training (arflare check {run.experiment})",
+                  file=sys.stderr, flush=True)
+            report = record_check(tracker, check_plan(registry, run, profile=profile), index)
+            outcome = CheckOutcome(report.check_run_id, report.status, report.failed, reused=False, table=report.table())
+            if not outcome.failed:
+                print(outcome.table, file=sys.stderr)
     if outcome.failed and not allow_failed:
         raise UsageError(f"{run.name}: preflight gate(s) {', '.join(outcome.failed)} FAILed, so nothing was trained.\n"
                          f"{outcome.table}\nRead {record.GATES}/report.md of check run {outcome.run_id} (arflare ui), "

@@ -22,7 +22,7 @@ import tempfile
 import time
 import traceback
 from collections import Counter
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -292,6 +292,40 @@ class Tracker:
 
         path.parent.mkdir(parents=True, exist_ok=True)  # sqlite creates the file, not its folder
         return FileLock(str(path) + ".lock")
+
+    @contextmanager
+    def exclusive(self, name: str, *, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+        """Hold a named lock shared by every process on this machine that uses this store.
+
+        For work that several processes would otherwise all do at once and record twice (the
+        same preflight check for eight runs started together): the first does it, the others
+        wait and then find its result. A sqlite store gets a file lock in ``<db>.locks/`` (released
+        by the OS when the holder dies); a server store gets none, so there concurrent callers
+        may each do the work.
+
+        Args:
+            name: What is being done, e.g. ``gates-<hash>`` (a file name).
+            on_wait: Called once when another process holds the lock, before waiting for it.
+        """
+        path = _sqlite_path(self.tracking_uri)
+        if path is None:
+            yield
+            return
+        from filelock import FileLock, Timeout
+
+        folder = Path(str(path) + ".locks")
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(folder / f"{name}.lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            if on_wait is not None:
+                on_wait()
+            lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
 
     def _get_or_create_experiment(self) -> str:
         if self._experiment_id is None:

@@ -120,6 +120,9 @@ def test_eight_runs_started_at_once_on_a_new_store_all_finish(tmp_path, synth):
     assert not failed, "\n".join(failed)
     runs = ws8.runs("exp1_basic_reg")
     assert len(runs) == 8 and {r.info.status for r in runs} == {"FINISHED"}
+    checks = [r for r in ws8.runs() if r.data.tags.get(record.TAG_KIND) == "check"]
+    assert len(checks) == 1  # one process ran the gates; the seven others waited for it and reused its check
+    assert {r.data.tags[record.TAG_CHECK_RUN] for r in runs} == {checks[0].info.run_id}
     assert sorted(r.info.run_name for r in runs) == [f"exp1_basic_reg/seed={seed}" for seed in range(8)]
     assert len({r.data.tags[record.TAG_CONFIG_HASH] for r in runs}) == 1  # seeds of one configuration
     assert main(["compare", "--file", str(ws8.file)]) == 0  # the store stays readable

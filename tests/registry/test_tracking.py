@@ -322,6 +322,18 @@ def test_two_runs_logging_one_dataset_at_once_both_record_it(tracker, monkeypatc
     assert tracker.get_run(loser.run_id).status == "FINISHED"
 
 
+def test_exclusive_makes_a_second_process_wait_and_says_so(tracker):
+    code = ("import sys; from registry.tracking import Tracker\n"
+            f"t = Tracker(tracking_uri={tracker.tracking_uri!r}, experiment='x')\n"
+            "with t.exclusive('gates-abc', on_wait=lambda: print('waiting', flush=True)):\n"
+            "    print('got it', flush=True)\n")
+    with tracker.exclusive("gates-abc"):
+        other = subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+        assert other.stdout.readline() == "waiting\n"  # it found the lock held and waits
+        assert other.poll() is None
+    assert other.communicate(timeout=60)[0] == "got it\n" and other.returncode == 0
+
+
 def test_a_silent_running_run_reads_stale_and_a_resumed_one_runs_again(tracker):
     with tracker.start_run(run_name="alive", tags={TAG_SPEC_HASH: "hash-alive"}) as run:
         assert tracker.get_run(run.run_id).status == "RUNNING"
