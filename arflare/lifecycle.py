@@ -237,7 +237,7 @@ def living(handle, plan: RunPlan, *, folder: Path, new: bool, logged: Mapping[st
     Args:
         handle: The open run (a RunHandle, or a sweep's TrialReporter).
         plan: The run's plan.
-        folder: The run's local folder (created; removed unless the run is killed).
+        folder: The run's local folder (created; removed unless a run of a resumable kind is killed).
         new: Log params and ``spec.yaml`` (a resumed run has them already).
         logged: Params already logged under these keys (a trial's sampled values).
     """
@@ -258,7 +258,7 @@ def living(handle, plan: RunPlan, *, folder: Path, new: bool, logged: Mapping[st
     finally:
         _detach(handlers)
         _try(lambda: handle.log_artifact(log_file), "upload log.txt")
-        if not killed:  # FINISHED or FAILED: nothing left to resume
+        if not (killed and record.KINDS[plan.kind].resumable):  # nothing will resume it: keep no checkpoints
             shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -93,12 +93,31 @@ def sweep(registry: Registry, name: str, *, profile: str | None, sets: Sequence[
     result = run_sweep(study_name=study_name, storage=storage, search=entry.search, trial_fn=trial_fn,
                        tracker_kwargs=tracker_kwargs, run_prefix=group, tags=tags, n_trials=trials,
                        workers=workers, progress=True, heartbeat=beat)
+    _remove_ended_trial_folders(registry, study_name)
     print(f"study {study_name}: {result.n_complete} complete, {result.n_pruned} pruned, {result.n_failed} failed; "
           f"parent run {result.parent_run_id}")
     if result.best_value is not None:
         print(f"best {entry.search.objective} = {result.best_value:.4f} with {dict(result.best_params)}")
         print("reproduce: " + reproduce_command(name, profile, sets, result.best_params))
     return 0
+
+
+def _remove_ended_trial_folders(registry: Registry, study_name: str) -> None:
+    """Delete the local folders (checkpoints, log) of the study's trials that have ended.
+
+    A trial is never resumed (a dead worker's trial is retried as a new one), and a worker killed
+    outright (SIGKILL, a node lost) leaves its trial's folder behind; once the sweep has marked that
+    run ended, nothing will read the folder again. Folders of trials still running are left alone.
+    """
+    import shutil
+
+    from arflare.commands import open_tracker
+    from arflare.lifecycle import local_folder
+
+    tracker = open_tracker(registry)
+    for run in tracker.search(filter_string=f"tags.`{record.TAG_GROUP}` = '{study_name}'"):
+        if run.tags.get(record.TAG_KIND) == "trial" and run.status in ("FINISHED", "FAILED", "KILLED"):
+            shutil.rmtree(local_folder(tracker.tracking_uri, registry.path.parent, run.run_id), ignore_errors=True)
 
 
 def _gates(registry: Registry, base: Run, index, search: SearchSpec, *, profile: str | None,

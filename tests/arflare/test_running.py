@@ -87,3 +87,26 @@ def test_kinds_are_one_table():
     assert set(record.KINDS) >= {"train", "trial", "sweep"} and record.kind("train").resumable
     with pytest.raises(ValueError, match="known: train"):
         record.kind("no_such_kind")
+
+
+class _Handle:
+    """What `living` calls on an open run, answering nothing."""
+
+    def log_params(self, params): ...
+    def log_dict(self, data, path): ...
+    def log_artifact(self, path, artifact_path=None): ...
+    def beat(self): ...
+
+
+@pytest.mark.parametrize(("kind", "kept"), [("train", True), ("trial", False)])
+def test_a_killed_run_keeps_its_local_folder_only_when_its_kind_resumes(tmp_path, kind, kept):
+    from dataclasses import replace
+
+    from arflare.lifecycle import living
+
+    folder = tmp_path / "local" / "r1"
+    with pytest.raises(KeyboardInterrupt):
+        with living(_Handle(), replace(_plan(tmp_path), kind=kind), folder=folder, new=True):
+            (folder / "last.pt").write_bytes(b"x")
+            raise KeyboardInterrupt  # Ctrl-C, or the SIGTERM a sweep worker gets
+    assert (folder / "last.pt").exists() == kept  # `arflare run` resumes a train run; nothing resumes a trial

@@ -124,3 +124,4 @@ def test_a_sigkilled_sweep_fails_its_trial_and_still_reaches_the_total(ws, capsy
     _, children = _runs(ws)
     killed = [c for c in children if c.data.tags.get("arflare.trial_state") == "FAIL"]
     assert len(killed) == 1 and killed[0].info.status == "FAILED"
+    assert not (local / killed[0].info.run_id).exists()  # its checkpoints went with the run that will never resume
