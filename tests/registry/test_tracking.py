@@ -305,19 +305,18 @@ def test_two_runs_logging_one_dataset_at_once_both_record_it(tracker, monkeypatc
     dataset = {"name": "magnetograms", "digest": "d1", "source_uri": "file:///data", "context": "training"}
     with tracker.start_run(run_name="winner", tags={}) as winner:
         winner.log_dataset(**dataset)
-    real_all, hidden = Query.all, []
+    real_all, staged = Query.all, []
 
     def all_before_the_winner_committed(query):
-        rows = real_all(query)
-        if not hidden and query.column_descriptions[0]["entity"] is SqlDataset:
-            hidden.append(rows)
+        if not staged and query.column_descriptions[0]["entity"] is SqlDataset:
+            staged.append(query)
             return []  # this run looked before the winner's insert; its own insert hits the unique key
-        return rows
+        return real_all(query)
 
     monkeypatch.setattr(Query, "all", all_before_the_winner_committed)
     with tracker.start_run(run_name="loser", tags={}) as loser:
         loser.log_dataset(**dataset)
-    assert hidden and hidden[0]  # the race was staged: the dataset existed and was not seen
+    assert staged  # the lookup that missed the winner's row happened
     assert [d["digest"] for d in tracker.dataset_inputs(loser.run_id)] == ["d1"]
     assert tracker.get_run(loser.run_id).status == "FINISHED"
 
