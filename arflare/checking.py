@@ -143,7 +143,10 @@ def gates_before_run(tracker, registry, run, index, *, profile: str | None, allo
 
     key = gates_hash(run.spec, index.fingerprint)
 
+    waited = []
+
     def say_waiting() -> None:
+        waited.append(True)
         print(f"check {run.experiment}: another process is running these gates; waiting to reuse its check",
               file=sys.stderr, flush=True)
 
@@ -158,6 +161,9 @@ def gates_before_run(tracker, registry, run, index, *, profile: str | None, allo
             outcome = CheckOutcome(latest.run_id, status, failed, reused=True,
                                    table=f"gates of {run.experiment}: {status}" + (f" ({', '.join(failed)} FAILed)" if failed else ""))
         else:
+            if waited:
+                print(f"check {run.experiment}: the other process ended without a finished check; running the gates here",
+                      file=sys.stderr, flush=True)
             print(f"check {run.experiment}: preflight gates before training (arflare check {run.experiment})",
                   file=sys.stderr, flush=True)
             report = record_check(tracker, check_plan(registry, run, profile=profile), index)

@@ -247,6 +247,7 @@ def living(handle, plan: RunPlan, *, folder: Path, new: bool, logged: Mapping[st
         handle.log_dict(spec_json, record.ARTIFACT_SPEC)
     folder.mkdir(parents=True, exist_ok=True)
     log_file = folder / record.ARTIFACT_LOG
+    resumable = record.KINDS[plan.kind].resumable
     handlers = _attach_log_file(log_file, terminal=plan.kind == "train")
     killed = False
     try:
@@ -258,7 +259,7 @@ def living(handle, plan: RunPlan, *, folder: Path, new: bool, logged: Mapping[st
     finally:
         _detach(handlers)
         _try(lambda: handle.log_artifact(log_file), "upload log.txt")
-        if not (killed and record.KINDS[plan.kind].resumable):  # nothing will resume it: keep no checkpoints
+        if not (killed and resumable):  # nothing will resume it: keep no checkpoints
             shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -107,16 +107,21 @@ def _remove_ended_trial_folders(registry: Registry, study_name: str) -> None:
 
     A trial is never resumed (a dead worker's trial is retried as a new one), and a worker killed
     outright (SIGKILL, a node lost) leaves its trial's folder behind; once the sweep has marked that
-    run ended, nothing will read the folder again. Folders of trials still running are left alone.
+    run ended, nothing will read the folder again. A run marked ended whose heartbeat is younger
+    than the stale limit may still have a live process (a trial another sweep failed too early): its
+    folder is left alone, as are those of running trials.
     """
     import shutil
+    import time
 
     from arflare.commands import open_tracker
     from arflare.lifecycle import local_folder
 
     tracker = open_tracker(registry)
     for run in tracker.search(filter_string=f"tags.`{record.TAG_GROUP}` = '{study_name}'"):
-        if run.tags.get(record.TAG_KIND) == "trial" and run.status in ("FINISHED", "FAILED", "KILLED"):
+        silent_s = time.time() - (run.heartbeat or 0.0)
+        if run.tags.get(record.TAG_KIND) == "trial" and run.status in ("FINISHED", "FAILED", "KILLED") \
+                and silent_s > tracker.stale_after_s:
             shutil.rmtree(local_folder(tracker.tracking_uri, registry.path.parent, run.run_id), ignore_errors=True)
 
 

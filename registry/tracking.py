@@ -193,6 +193,12 @@ def count_runs(tracking_uri: str, *, experiment: str, stale_after_s: float | Non
     return dict(Counter(wanted))
 
 
+def _unique_key_broken(exc: Exception) -> bool:
+    """Whether a store error is a unique-key violation (sqlite's or PostgreSQL's wording, direct or via a server)."""
+    text = str(exc).lower()
+    return "unique constraint" in text or "duplicate key" in text
+
+
 def _sqlite_path(tracking_uri: str) -> Path | None:
     if not tracking_uri.startswith("sqlite:///"):
         return None
@@ -299,9 +305,9 @@ class Tracker:
 
         For work that several processes would otherwise all do at once and record twice (the
         same preflight check for eight runs started together): the first does it, the others
-        wait and then find its result. A sqlite store gets a file lock in ``<db>.locks/`` (released
-        by the OS when the holder dies); a server store gets none, so there concurrent callers
-        may each do the work.
+        wait and then find its result. A sqlite store gets a file lock in ``<db>.locks/`` (an OS
+        lock, ``flock``, which the OS releases when its holder dies); a server store gets none, so
+        there concurrent callers may each do the work.
 
         Args:
             name: What is being done, e.g. ``gates-<hash>`` (a file name).
@@ -580,11 +586,13 @@ class Tracker:
         inputs = [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])]
         try:
             self._client.log_inputs(run_id, inputs)
-        except MlflowException:
+        except MlflowException as exc:
             # MLflow looks the dataset up, then inserts it: two runs of one experiment that log the same
             # data at once both miss it, and the later insert breaks the (experiment, name, digest)
             # unique key. The failed transaction was rolled back whole and the winner's row is committed
-            # by then, so a second try finds and links it; any other error raises again here.
+            # by then, so a second try finds and links it. Any other error is raised as it is.
+            if not _unique_key_broken(exc):
+                raise
             self._client.log_inputs(run_id, inputs)
 
     def dataset_inputs(self, run_id: str) -> list[dict[str, str]]:

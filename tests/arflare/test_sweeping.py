@@ -110,12 +110,16 @@ def test_a_sigkilled_sweep_fails_its_trial_and_still_reaches_the_total(ws, capsy
     process = subprocess.Popen([sys.executable, "-m", "arflare.cli", *base, "--trials", "2"], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     local = ws / "mlruns" / "local"
+    before = {p.name for p in local.glob("*")} if local.exists() else set()
     deadline = time.monotonic() + 600
-    while not list(local.glob("*/checkpoints/last.pt")):  # a trial is mid-training
-        assert process.poll() is None and time.monotonic() < deadline
+    while not (mid := [p for p in local.glob("*/checkpoints/last.pt") if p.parents[1].name not in before]):
+        assert process.poll() is None and time.monotonic() < deadline  # wait until a trial is mid-training
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
+    dead_trial = mid[0].parents[1]
+    client = MlflowClient(tracking_uri=f"sqlite:///{ws / 'mlruns' / 'mlflow.db'}")
+    client.set_tag(dead_trial.name, "arflare.heartbeat", "2026-01-01T00:00:00+00:00")  # it died long ago
     capsys.readouterr()
     assert main([*base, "--trials", "2"]) == 0
     out = capsys.readouterr()
@@ -123,5 +127,5 @@ def test_a_sigkilled_sweep_fails_its_trial_and_still_reaches_the_total(ws, capsy
     assert "2 complete, 0 pruned, 1 failed" in out.out or "1 pruned, 1 failed" in out.out
     _, children = _runs(ws)
     killed = [c for c in children if c.data.tags.get("arflare.trial_state") == "FAIL"]
-    assert len(killed) == 1 and killed[0].info.status == "FAILED"
-    assert not (local / killed[0].info.run_id).exists()  # its checkpoints went with the run that will never resume
+    assert len(killed) == 1 and killed[0].info.status == "FAILED" and killed[0].info.run_id == dead_trial.name
+    assert not dead_trial.exists()  # its checkpoints went with the run that will never resume

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -326,11 +327,14 @@ def test_exclusive_makes_a_second_process_wait_and_says_so(tracker):
             f"t = Tracker(tracking_uri={tracker.tracking_uri!r}, experiment='x')\n"
             "with t.exclusive('gates-abc', on_wait=lambda: print('waiting', flush=True)):\n"
             "    print('got it', flush=True)\n")
+    import select
+
     with tracker.exclusive("gates-abc"):
-        other = subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
-        assert other.stdout.readline() == "waiting\n"  # it found the lock held and waits
-        assert other.poll() is None
-    assert other.communicate(timeout=60)[0] == "got it\n" and other.returncode == 0
+        other = subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT, stdout=subprocess.PIPE, bufsize=0)
+        assert select.select([other.stdout], [], [], 60)[0]
+        assert os.read(other.stdout.fileno(), 100) == b"waiting\n"  # it found the lock held
+        assert not select.select([other.stdout], [], [], 1.0)[0]  # and does not get it while it is held
+    assert other.communicate(timeout=60)[0] == b"got it\n" and other.returncode == 0
 
 
 def test_a_silent_running_run_reads_stale_and_a_resumed_one_runs_again(tracker):
