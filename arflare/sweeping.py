@@ -112,16 +112,16 @@ def _remove_ended_trial_folders(registry: Registry, study_name: str) -> None:
     folder is left alone, as are those of running trials.
     """
     import shutil
-    import time
 
     from arflare.commands import open_tracker
     from arflare.lifecycle import local_folder
+    from registry.liveness import silent
+    from registry.tracking import TERMINAL_STATUSES
 
     tracker = open_tracker(registry)
     for run in tracker.search(filter_string=f"tags.`{record.TAG_GROUP}` = '{study_name}'"):
-        silent_s = time.time() - (run.heartbeat or 0.0)
-        if run.tags.get(record.TAG_KIND) == "trial" and run.status in ("FINISHED", "FAILED", "KILLED") \
-                and silent_s > tracker.stale_after_s:
+        if run.tags.get(record.TAG_KIND) == "trial" and run.status in TERMINAL_STATUSES \
+                and silent(run.heartbeat, stale_after_s=tracker.stale_after_s):
             shutil.rmtree(local_folder(tracker.tracking_uri, registry.path.parent, run.run_id), ignore_errors=True)
 
 

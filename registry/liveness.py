@@ -84,9 +84,14 @@ def heartbeat(beat: Callable[[], None], *, every_s: float = HEARTBEAT_EVERY_S) -
         thread.join(timeout=5)
 
 
+def silent(last_alive: float | None, *, stale_after_s: float, now: float | None = None) -> bool:
+    """Whether a run's last sign of life is more than ``stale_after_s`` seconds old (False when unknown)."""
+    now = time.time() if now is None else now
+    return last_alive is not None and now - last_alive > stale_after_s
+
+
 def shown_status(status: str, last_alive: float | None, *, stale_after_s: float, now: float | None = None) -> str:
     """``STALE`` for a RUNNING run silent for more than ``stale_after_s`` seconds, else ``status``."""
-    now = time.time() if now is None else now
-    if status == "RUNNING" and last_alive is not None and now - last_alive > stale_after_s:
+    if status == "RUNNING" and silent(last_alive, stale_after_s=stale_after_s, now=now):
         return STALE
     return status
